@@ -1,0 +1,69 @@
+"""Atomic file output: write beside the destination, then rename, so no half-written file is ever seen."""
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .errors import DuiitError
+
+
+def _check_parent_writable(path: Path) -> None:
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DuiitError(f"{path}: cannot create the output folder ({exc.strerror or exc})") from None
+    if not os.access(parent, os.W_OK):
+        raise DuiitError(f"{path}: the output folder is not writable")
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yield a temporary path beside `path`; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    _check_parent_writable(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise DuiitError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(path):
+    """Yield a temporary folder beside `path`; on success it replaces `path` (an old folder is removed)."""
+    path = Path(path)
+    _check_parent_writable(path)
+    if path.exists() and not path.is_dir():
+        raise DuiitError(f"{path}: exists and is not a folder")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DuiitError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _remove(tmp):
+    with contextlib.suppress(OSError):
+        os.remove(tmp)

@@ -1,0 +1,212 @@
+"""The `duiit` command line: index, train, translate, predict, export, demo."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import DuiitError
+
+EXIT_ERROR, EXIT_CANCELLED = 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="duiit", description="Cross-modality data augmentation: translate MR/PET "
+                                     "to CT-like images, trained jointly with a CT predictor.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="list the DICOM series under a folder as a manifest CSV (labels empty)")
+    p.add_argument("dicom_dir")
+    p.add_argument("-o", "--output", required=True)
+
+    p = sub.add_parser("train", help="train translator + predictor (or a baseline) and write a model bundle")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--source", choices=["MR", "PT"], required=True)
+    p.add_argument("--target", choices=["CT"], default="CT")
+    p.add_argument("--task", choices=["classification", "regression"], required=True)
+    p.add_argument("--method", choices=["duiit", "cyclegan", "naive", "target-only"], default="duiit")
+    p.add_argument("-o", "--output", required=True, help="the model bundle to write, e.g. model.duiit")
+    p.add_argument("--preset", choices=["reference", "small"], default="reference",
+                   help="network size: reference = CycleGAN (9 blocks, 256 px); small = CPU-sized (3 blocks, 64 px)")
+    p.add_argument("--image-size", type=int, help="slice size in pixels (overrides the preset)")
+    p.add_argument("--generator-width", type=int)
+    p.add_argument("--generator-blocks", type=int)
+    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--lambda-task", type=float, default=1.0, help="weight of the predictor's loss in G's loss")
+    p.add_argument("--warmup", type=float, default=0.2, help="fraction of iterations before guidance starts")
+    p.add_argument("--no-guidance", action="store_true", help="ablation: detach G(source) before the predictor")
+    p.add_argument("--classes", help="comma-separated class names (default: the labels found)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt")
+    p.add_argument("--progress-json", action="store_true", help="one JSON object per line on stdout")
+    p.add_argument("--report", help="folder for an HTML report")
+
+    p = sub.add_parser("translate", help="translate an MR/PET volume to a CT-like volume in HU")
+    p.add_argument("bundle")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--error-map", help="also write the cycle-reconstruction error |F(G(s)) - s|")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true", help="print the predictor's outputs as JSON")
+
+    p = sub.add_parser("predict", help="the predictor's outputs for a CT or CT-like volume")
+    p.add_argument("bundle")
+    p.add_argument("input")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", help="translate the source cases of a manifest; writes volumes + labels.csv")
+    p.add_argument("bundle")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("demo", help="make a small data set, train, translate and write a report")
+    p.add_argument("-o", "--output", default="duiit-demo")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--quick", action="store_true", help="a one-minute version (for tests)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    json_errors = getattr(args, "progress_json", False)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except DuiitError as exc:
+        if json_errors:
+            print(json.dumps({"event": "error", "message": str(exc)}), flush=True)
+        print(f"duiit: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("duiit: interrupted", file=sys.stderr)
+        return EXIT_CANCELLED
+
+
+def cmd_index(args):
+    from .dicom_index import FolderDicomDatabase, list_series, manifest_rows
+    from .manifest import write_manifest
+    series = list_series(FolderDicomDatabase(args.dicom_dir))
+    if not series:
+        raise DuiitError(f"{args.dicom_dir}: no DICOM image series found")
+    write_manifest(manifest_rows(series), args.output)
+    print(f"{len(series)} series written to {args.output}")
+
+
+def cmd_train(args):
+    from .networks import PRESETS, NetworkConfig
+    from .progress import Progress
+    from .training import Cancelled, TrainingOptions
+    from .training_job import run_training
+    network = NetworkConfig.from_dict(PRESETS[args.preset].to_dict())
+    for name in ("image_size", "generator_width", "generator_blocks"):
+        if getattr(args, name):
+            setattr(network, name, getattr(args, name))
+    if network.image_size < 16 or network.image_size % 4:
+        raise DuiitError(f"--image-size {network.image_size}: must be a multiple of 4, at least 16")
+    if args.iterations < 1 or args.batch_size < 1 or args.checkpoint_every < 1:
+        raise DuiitError("--iterations, --batch-size and --checkpoint-every must be positive")
+    options = TrainingOptions(method=args.method, task=args.task, source=args.source, target=args.target,
+                              iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
+                              lambda_task=args.lambda_task, warmup=args.warmup, guidance=not args.no_guidance,
+                              checkpoint_every=args.checkpoint_every, seed=args.seed)
+    progress = Progress(json_lines=args.progress_json)
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    try:
+        result = run_training(args.manifest, args.output, options, network, args.device, args.resume, progress,
+                              args.report, classes)
+    except Cancelled as stop:
+        progress.event("cancelled", checkpoint=str(stop.checkpoint))
+        if not args.progress_json:
+            print(f"duiit: cancelled; resume with --resume (checkpoint {stop.checkpoint})", file=sys.stderr)
+        return EXIT_CANCELLED
+    progress.event("done", bundle=result["bundle"], metrics=result.get("metrics"), report=result["report"])
+    if not args.progress_json:
+        print(f"model bundle written to {result['bundle']}")
+        print(json.dumps(result.get("metrics", {}), indent=1))
+
+
+def _read_input(path):
+    from .dicom_series import find_series
+    from .volume_io import read_volume
+    tags = find_series(path).tags if Path(path).is_dir() else None
+    return read_volume(path), tags
+
+
+def cmd_translate(args):
+    from .bundle import load_bundle
+    from .device import resolve_device
+    from .translate import translate_volume
+    from .volume_io import write_volume
+    bundle = load_bundle(args.bundle)
+    image, tags = _read_input(args.input)
+    source = bundle.header["source_modality"]
+    if tags and tags.get("Modality") and tags["Modality"] != source:
+        raise DuiitError(f"{args.input}: is a {tags['Modality']} series but {args.bundle} translates {source}")
+    device, message = resolve_device(args.device)
+    print(f"duiit: {message}", file=sys.stderr)
+    result = translate_volume(bundle, image, device=device, series_tags=tags, with_error_map=bool(args.error_map))
+    if args.error_map:
+        write_volume(result.error_map, args.error_map, dicom_tags={"Modality": "OT", "SeriesDescription":
+                                                                   "DUIIT cycle error"})
+    write_volume(result.ct, args.output, dicom_tags=_derived_tags(tags))
+    _print_prediction(result.prediction, args.json, f"translated {args.input} -> {args.output}")
+
+
+def _derived_tags(tags):
+    if not tags:
+        return {}
+    keep = {k: tags[k] for k in ("PatientID", "PatientName", "StudyInstanceUID") if k in tags}
+    return {**keep, "Modality": "CT", "SeriesDescription": f"DUIIT CT-like from {tags.get('Modality', '')}"}
+
+
+def cmd_predict(args):
+    from .bundle import load_bundle
+    from .translate import predict_volume
+    bundle = load_bundle(args.bundle)
+    image, tags = _read_input(args.input)
+    if tags and tags.get("Modality") not in (None, "CT"):
+        raise DuiitError(f"{args.input}: is a {tags['Modality']} series; predict takes CT or CT-like volumes "
+                         "(translate it first)")
+    _print_prediction(predict_volume(bundle, image, args.device), args.json, str(args.input))
+
+
+def _print_prediction(prediction, as_json, title):
+    if as_json:
+        print(json.dumps(prediction))
+        return
+    volume = prediction["volume"]
+    if prediction["task"] == "classification":
+        probabilities = ", ".join(f"{n}={p:.3f}" for n, p in zip(prediction["label_names"], volume["probabilities"]))
+        print(f"{title}: {volume['label']} ({probabilities}; mean over {len(prediction['slices'])} slices)")
+    else:
+        print(f"{title}: {volume['value']:.3f} (mean over {len(prediction['slices'])} slices)")
+
+
+def cmd_export(args):
+    from .bundle import load_bundle
+    from .export import export_cohort
+    bundle = load_bundle(args.bundle)
+
+    def report(n, total, case, error):
+        print(f"[{n}/{total}] {case.name}: {'skipped: ' + error if error else 'ok'}", file=sys.stderr)
+
+    result = export_cohort(bundle, args.manifest, args.output, args.device, report)
+    print(f"{len(result['written'])} volumes written to {args.output} (labels.csv); {len(result['failed'])} skipped")
+    if result["failed"]:
+        for name, message in result["failed"]:
+            print(f"duiit: skipped {name}: {message}", file=sys.stderr)
+        return 1
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+    run_demo(args.output, iterations=args.iterations, quick=args.quick)
+
+
+COMMANDS = {"index": cmd_index, "train": cmd_train, "translate": cmd_translate, "predict": cmd_predict,
+            "export": cmd_export, "demo": cmd_demo}

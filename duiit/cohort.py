@@ -1,0 +1,183 @@
+"""Datasets and splits: manifest cases -> labelled axial slices, split by patient (never by slice)."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .dicom_series import find_series
+from .errors import DuiitError
+from .manifest import Case
+from .normalisation import normalise
+from .slices import informative, to_axial, volume_to_slices
+from .volume_io import read_volume
+
+# With a lesion mask, slices without lesion get this label (slice-level classification).
+BACKGROUND_LABEL = "none"
+VALIDATION_FRACTION = 0.2
+
+
+@dataclass
+class SliceSet:
+    """Slices (stored as float16 to halve memory) with one label per slice and the case each came from."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    case_index: torch.Tensor
+    cases: list = field(default_factory=list)
+
+    def __len__(self):
+        return int(self.images.shape[0])
+
+    @staticmethod
+    def concat(parts: list["SliceSet"]) -> "SliceSet":
+        cases, images, labels, index = [], [], [], []
+        for part in parts:
+            images.append(part.images)
+            labels.append(part.labels)
+            index.append(part.case_index + len(cases))
+            cases.extend(part.cases)
+        return SliceSet(torch.cat(images), torch.cat(labels), torch.cat(index), cases)
+
+
+@dataclass
+class Cohort:
+    task: str
+    label_names: list
+    target_train: SliceSet
+    target_val: SliceSet
+    target_test: SliceSet
+    source_train: SliceSet
+    regression_scale: tuple = (0.0, 1.0)   # (mean, std) of training labels, for standardised outputs
+    summary: dict = field(default_factory=dict)
+
+
+def label_names_for(cases: list[Case], task: str, classes=None) -> list:
+    if task != "classification":
+        return []
+    found = {c.label for c in cases}
+    if any(c.mask for c in cases):
+        found.add(BACKGROUND_LABEL)
+    names = list(classes) if classes else sorted(found)
+    for case in cases:
+        if case.label not in names:
+            raise DuiitError(f"case {case.name}: label {case.label!r} is not one of the classes {', '.join(names)}")
+    empty = [n for n in names if n not in found]
+    if empty:
+        raise DuiitError(f"class {empty[0]!r} has no cases in the manifest")
+    if len(names) < 2:
+        raise DuiitError(f"classification needs at least 2 classes; the manifest only has {names[0]!r}")
+    return names
+
+
+def check_regression_labels(cases: list[Case]) -> None:
+    for case in cases:
+        try:
+            float(case.label.rstrip("YyMmWwDd"))
+        except ValueError:
+            raise DuiitError(f"case {case.name}: label {case.label!r} is not a number (task is regression)") from None
+
+
+def regression_value(label: str) -> float:
+    """Numbers, and DICOM ages such as '045Y' (years), '006M' (months)."""
+    units = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
+    if label and label[-1].upper() in units:
+        return float(label[:-1]) * units[label[-1].upper()]
+    return float(label)
+
+
+def load_case(case: Case, image_size: int, task: str, label_names: list):
+    """(slices, labels, normalisation record) for the informative slices of one case."""
+    tags = None
+    if case.path.is_dir():
+        tags = find_series(case.path, case.series_uid).tags
+        dicom_modality = tags.get("Modality", "")
+        if dicom_modality and dicom_modality != case.modality:
+            raise DuiitError(f"case {case.name}: the manifest says {case.modality} but the DICOM Modality tag is "
+                             f"{dicom_modality}")
+    image = read_volume(case.path, case.series_uid)
+    axial = to_axial(image)
+    unit, record = normalise(sitk.GetArrayFromImage(axial), case.modality, tags)
+    slices = volume_to_slices(unit, image_size)
+    keep = informative(slices)
+    if task == "regression":
+        labels = torch.full((slices.shape[0],), regression_value(case.label), dtype=torch.float32)
+    else:
+        labels = torch.full((slices.shape[0],), label_names.index(case.label), dtype=torch.long)
+        if case.mask is not None:
+            present = _slices_with_mask(case, image)
+            labels[~present] = label_names.index(BACKGROUND_LABEL)
+    record["slices"] = int(keep.sum())
+    return slices[keep].to(torch.float16), labels[keep], record
+
+
+def _slices_with_mask(case: Case, image: sitk.Image) -> torch.Tensor:
+    mask = read_volume(case.mask)
+    if mask.GetSize() != image.GetSize():
+        raise DuiitError(f"case {case.name}: mask {case.mask} has size {mask.GetSize()} but the image has "
+                         f"{image.GetSize()}")
+    mask.CopyInformation(image)  # masks from other tools often carry slightly different float geometry
+    array = sitk.GetArrayViewFromImage(to_axial(mask))
+    return torch.from_numpy((array > 0).reshape(array.shape[0], -1).any(axis=1))
+
+
+def assign_splits(cases: list[Case], target: str, seed: int) -> dict:
+    """patient_id -> split. Manifest splits win; other target patients are split per class, 20% to val."""
+    splits = {c.patient_id: c.split for c in cases if c.split}
+    rng = np.random.default_rng(seed)
+    by_label = {}
+    for case in cases:
+        if case.modality == target and case.patient_id not in splits:
+            by_label.setdefault(case.label, set()).add(case.patient_id)
+    for label in sorted(by_label):
+        patients = sorted(by_label[label] - set(splits))
+        rng.shuffle(patients)
+        n_val = int(round(len(patients) * VALIDATION_FRACTION))
+        if n_val == 0 and len(patients) >= 2:
+            n_val = 1
+        for n, patient in enumerate(patients):
+            splits[patient] = "val" if n < n_val else "train"
+    return splits
+
+
+def build_cohort(cases: list[Case], source: str, target: str, task: str, image_size: int, seed: int,
+                 classes=None, progress=None) -> Cohort:
+    cases = [c for c in cases if c.modality in (source, target)]
+    if not any(c.modality == target for c in cases):
+        raise DuiitError(f"the manifest has no {target} cases")
+    if task == "regression":
+        check_regression_labels(cases)
+    label_names = label_names_for(cases, task, classes)
+    splits = assign_splits(cases, target, seed)
+    parts = {"target_train": [], "target_val": [], "target_test": [], "source_train": []}
+    records = []
+    for n, case in enumerate(cases):
+        if progress:
+            progress(n, len(cases), case)
+        split = splits.get(case.patient_id, "train") or "train"
+        if case.modality == source and split != "train":
+            continue  # predictors are evaluated on real target images only
+        slices, labels, record = load_case(case, image_size, task, label_names)
+        key = f"{'target' if case.modality == target else 'source'}_{split}"
+        parts[key].append(SliceSet(slices, labels, torch.zeros(len(labels), dtype=torch.long), [case]))
+        records.append({"patient_id": case.patient_id, "path": str(case.path), "modality": case.modality,
+                        "split": split, "label": case.label, "normalisation": record})
+    sets = {k: _concat_or_empty(v, image_size, task) for k, v in parts.items()}
+    if len(sets["target_train"]) == 0:
+        raise DuiitError(f"no {target} training cases after the split")
+    scale = (0.0, 1.0)
+    if task == "regression":
+        values = torch.cat([sets["target_train"].labels, sets["source_train"].labels])
+        scale = (float(values.mean()), float(values.std()) if len(values) > 1 and values.std() > 0 else 1.0)
+    summary = {"cases": records, "counts": {k: {"cases": len(v.cases), "slices": len(v)} for k, v in sets.items()},
+               "patients": {k: sorted({c.patient_id for c in v.cases}) for k, v in sets.items()}}
+    return Cohort(task, label_names, sets["target_train"], sets["target_val"], sets["target_test"],
+                  sets["source_train"], scale, summary)
+
+
+def _concat_or_empty(parts, image_size, task) -> SliceSet:
+    if parts:
+        return SliceSet.concat(parts)
+    dtype = torch.float32 if task == "regression" else torch.long
+    return SliceSet(torch.zeros((0, 1, image_size, image_size), dtype=torch.float16), torch.zeros(0, dtype=dtype),
+                    torch.zeros(0, dtype=torch.long), [])

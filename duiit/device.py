@@ -1,0 +1,38 @@
+"""Which device computes: `auto` takes CUDA when there is one and says so; the CPU fall-back is said plainly."""
+
+import os
+
+import torch
+
+from .errors import DuiitError
+
+
+def resolve_device(spec: str = "auto"):
+    """(torch.device, a sentence for people saying what will be used and why)."""
+    spec = (spec or "auto").strip().lower()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if spec == "auto":
+        if torch.cuda.is_available():
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+            return device, f"using CUDA device {device.index}: {torch.cuda.get_device_name(device)}"
+        return torch.device("cpu"), "CUDA is not available: using the CPU (training and translation will be slow)"
+    if spec == "cpu":
+        return torch.device("cpu"), "using the CPU (as requested)"
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DuiitError(f"device {spec!r} requested but CUDA is not available (torch {torch.__version__}); "
+                             "use --device cpu or auto")
+        try:
+            device = torch.device(spec if ":" in spec else f"cuda:{local_rank}")
+        except RuntimeError:
+            raise DuiitError(f"device {spec!r} is not a valid CUDA device name") from None
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DuiitError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return device, f"using CUDA device {device.index}: {torch.cuda.get_device_name(device)}"
+    raise DuiitError(f"device {spec!r} is not one of auto, cpu, cuda, cuda:N")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA where supported (no loss scaling needed); a no-op context on the CPU."""
+    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)

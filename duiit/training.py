@@ -1,0 +1,381 @@
+"""The training loop: translator G/F, discriminators and predictor C, trained jointly (DUIIT) or as baselines.
+
+Methods (same data, same split, same predictor and predictor budget):
+  duiit        joint: C's loss on G(source) reaches G (weight ramped in after a warm-up), C trains on
+               real + G(source); `guidance=False` is the ablation where G(source) is detached.
+  cyclegan     two-stage: CycleGAN without a predictor, then a fresh C on real + translated source.
+  naive        C on real target + untranslated (normalised) source.
+  target-only  C on real target only.
+"""
+
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .cohort import Cohort, SliceSet
+from .device import autocast
+from .distributed import DistributedContext, any_rank, unwrap, wrap
+from .errors import DuiitError
+from .image_pool import ImagePool
+from .losses import gan_loss, task_loss
+from .networks import (CycleTranslator, Discriminators, NetworkConfig, SlicePredictor, init_weights,
+                       predictor_outputs)
+from .prediction import evaluate
+
+METHODS = ("duiit", "cyclegan", "naive", "target-only")
+
+
+@dataclass
+class TrainingOptions:
+    method: str = "duiit"
+    task: str = "classification"
+    source: str = "MR"
+    target: str = "CT"
+    iterations: int = 2000
+    batch_size: int = 4
+    lr: float = 2e-4
+    beta1: float = 0.5
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5     # times lambda_cycle, as in CycleGAN
+    lambda_task: float = 1.0         # weight of C's loss on G(source) in G's loss
+    source_weight: float = 1.0       # b: weight of C's loss on (translated) source in C's loss
+    warmup: float = 0.2              # fraction of the joint phase before guidance starts
+    ramp: float = 0.2                # fraction over which the task weight rises to lambda_task
+    guidance: bool = True            # False: ablation, G(source) detached before C (authors' code)
+    pool_size: int = 50
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    def fingerprint(self) -> dict:
+        """Options that must match to resume (checkpoint frequency may change)."""
+        values = asdict(self)
+        values.pop("checkpoint_every")
+        return values
+
+
+class Cancelled(Exception):
+    """Training stopped by a signal after writing a checkpoint."""
+
+    def __init__(self, checkpoint):
+        super().__init__(f"training cancelled; checkpoint saved at {checkpoint}")
+        self.checkpoint = checkpoint
+
+
+def phases(method: str, iterations: int) -> list:
+    if method == "duiit":
+        return [("joint", iterations)]
+    if method == "cyclegan":
+        return [("translator", iterations), ("predictor", iterations)]
+    if method in ("naive", "target-only"):
+        return [("predictor", iterations)]
+    raise DuiitError(f"method {method!r} is not one of {', '.join(METHODS)}")
+
+
+def task_weight(options: TrainingOptions, iteration: int, total: int) -> float:
+    """0 during warm-up, then a linear ramp to lambda_task, so an untrained C does not steer G."""
+    if not options.guidance:
+        return 0.0
+    start, ramp = options.warmup * total, max(options.ramp * total, 1.0)
+    return options.lambda_task * min(max((iteration - start) / ramp, 0.0), 1.0)
+
+
+def learning_rate_factor(iteration: int, total: int) -> float:
+    """CycleGAN schedule: constant for the first half, then linear decay towards zero."""
+    half = total / 2
+    return 1.0 if iteration <= half else max(0.0, 1.0 - (iteration - half) / (half + 1))
+
+
+class BatchSampler:
+    """Random batches from a slice set with an explicit RNG; class-balanced for classification."""
+
+    def __init__(self, slices: SliceSet, task: str, generator: torch.Generator):
+        self.slices = slices
+        self.generator = generator
+        self.weights = torch.ones(len(slices))
+        if task == "classification" and len(slices):
+            counts = torch.bincount(slices.labels)
+            self.weights = 1.0 / counts[slices.labels].float()
+
+    def sample(self, batch_size: int, device):
+        index = torch.multinomial(self.weights, batch_size, replacement=True, generator=self.generator)
+        return (self.slices.images[index].to(device, torch.float32, non_blocking=True),
+                self.slices.labels[index].to(device, non_blocking=True))
+
+
+class StopRequest:
+    """SIGINT/SIGTERM ask for a stop at the next step boundary (so a checkpoint is consistent);
+    a second signal interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    def __init__(self, cohort: Cohort, options: TrainingOptions, network: NetworkConfig, device: torch.device,
+                 context: DistributedContext = None, progress=None, checkpoint_path=None):
+        self.cohort, self.options, self.network, self.device = cohort, options, network, device
+        self.context = context or DistributedContext()
+        self.progress = progress
+        self.checkpoint_path = checkpoint_path
+        self.phases = phases(options.method, options.iterations)
+        self.total_steps = sum(n for _, n in self.phases)
+        self.step = 0
+        self.history = []  # one dict of losses per step (main process)
+        self.regression_scale = cohort.regression_scale
+
+        torch.manual_seed(options.seed)
+        init = torch.Generator().manual_seed(options.seed)
+        outputs = predictor_outputs(options.task, len(cohort.label_names))
+        self.translator = CycleTranslator(network) if self.uses_translator else None
+        self.discriminators = Discriminators(network) if self.uses_translator else None
+        self.predictor = SlicePredictor(network, outputs)
+        for module in (self.translator, self.discriminators, self.predictor):
+            if module is not None:
+                init_weights(module, init)
+                module.to(device)
+        self.optimizers = {}
+        betas = (options.beta1, 0.999)
+        if self.uses_translator:
+            self.optimizers["translator"] = torch.optim.Adam(self.translator.parameters(), options.lr, betas=betas)
+            self.optimizers["discriminators"] = torch.optim.Adam(self.discriminators.parameters(), options.lr,
+                                                                 betas=betas)
+        self.optimizers["predictor"] = torch.optim.Adam(self.predictor.parameters(), options.lr, betas=betas)
+        # Each process draws its own batches; the seed makes a run (and its resume) reproducible.
+        self.rng = torch.Generator().manual_seed(options.seed * 1000 + self.context.rank + 1)
+        self.target_sampler = BatchSampler(cohort.target_train, options.task, self.rng)
+        self.source_sampler = BatchSampler(cohort.source_train, options.task, self.rng)
+        self.pools = {"target": ImagePool(options.pool_size, self.rng), "source": ImagePool(options.pool_size, self.rng)}
+        self.translated_source = None  # cyclegan's second stage: G(source), computed once
+        self._wrapped = {}
+
+    @property
+    def uses_translator(self) -> bool:
+        return self.options.method in ("duiit", "cyclegan")
+
+    def _ddp(self, name: str):
+        """The module for a step that trains it: DDP-wrapped when distributed."""
+        if name not in self._wrapped:
+            self._wrapped[name] = wrap(getattr(self, name), self.context, self.device)
+        return self._wrapped[name]
+
+    # -- one step of each kind -------------------------------------------------------------------
+
+    def generator_loss(self, source, target, source_labels, weight: float):
+        """G/F loss; with weight > 0 it includes C's task loss on G(source), whose gradient reaches G."""
+        o = self.options
+        with autocast(self.device):
+            out = self._ddp("translator")(source, target, identity=o.lambda_identity > 0)
+            scores_target = self.discriminators.target(out["fake_target"])
+            scores_source = self.discriminators.source(out["fake_source"])
+            parts = {"gan": gan_loss(scores_target, True) + gan_loss(scores_source, True),
+                     "cycle": F.l1_loss(out["rec_source"].float(), source) + F.l1_loss(out["rec_target"].float(), target)}
+            total = parts["gan"] + o.lambda_cycle * parts["cycle"]
+            if o.lambda_identity > 0:
+                parts["identity"] = (F.l1_loss(out["idt_target"].float(), target)
+                                     + F.l1_loss(out["idt_source"].float(), source))
+                total = total + o.lambda_cycle * o.lambda_identity * parts["identity"]
+            if weight > 0:
+                parts["task_g"] = task_loss(self.predictor(out["fake_target"]), source_labels, o.task)
+                total = total + weight * parts["task_g"]
+        return total, parts, out
+
+    def joint_step(self, iteration: int, phase_length: int, with_predictor: bool) -> dict:
+        o = self.options
+        target, target_labels = self.target_sampler.sample(o.batch_size, self.device)
+        source, source_labels = self.source_sampler.sample(o.batch_size, self.device)
+        source_labels = self._standardise(source_labels)
+        target_labels = self._standardise(target_labels)
+        weight = task_weight(o, iteration, phase_length) if with_predictor else 0.0
+
+        self._set_trainable(self.discriminators, False)
+        self._set_trainable(self.predictor, False)
+        total, parts, out = self.generator_loss(source, target, source_labels, weight)
+        self._update("translator", total)
+        self._set_trainable(self.discriminators, True)
+        self._set_trainable(self.predictor, True)
+
+        losses = {k: float(v.detach()) for k, v in parts.items()}
+        losses["task_weight"] = weight
+        if with_predictor:
+            losses.update(self.predictor_step(target, target_labels, out["fake_target"].detach(), source_labels))
+
+        fake_target = self.pools["target"].query(out["fake_target"].detach().float())
+        fake_source = self.pools["source"].query(out["fake_source"].detach().float())
+        with autocast(self.device):
+            real_scores = self._ddp("discriminators")(target, source)
+            fake_scores = self._ddp("discriminators")(fake_target, fake_source)
+            loss_d = 0.5 * (gan_loss(real_scores[0], True) + gan_loss(fake_scores[0], False)
+                            + gan_loss(real_scores[1], True) + gan_loss(fake_scores[1], False))
+        self._update("discriminators", loss_d)
+        losses["discriminators"] = float(loss_d)
+        return losses
+
+    def predictor_step(self, target, target_labels, extra=None, extra_labels=None) -> dict:
+        """C's loss: real target, plus b times the (translated or untranslated) source if given."""
+        o = self.options
+        self.predictor.train()
+        images = target if extra is None else torch.cat([target, extra])
+        with autocast(self.device):
+            outputs = self._ddp("predictor")(images)
+            n = target.shape[0]
+            loss_real = task_loss(outputs[:n], target_labels, o.task)
+            loss = loss_real
+            losses = {"task_real": float(loss_real)}
+            if extra is not None:
+                loss_source = task_loss(outputs[n:], extra_labels, o.task)
+                loss = loss + o.source_weight * loss_source
+                losses["task_source"] = float(loss_source)
+        self._update("predictor", loss)
+        return losses
+
+    def predictor_only_step(self) -> dict:
+        o = self.options
+        target, target_labels = self.target_sampler.sample(o.batch_size, self.device)
+        extra = extra_labels = None
+        if o.method == "naive":
+            extra, extra_labels = self.source_sampler.sample(o.batch_size, self.device)
+        elif o.method == "cyclegan":
+            extra, extra_labels = self.translated_sampler.sample(o.batch_size, self.device)
+        return self.predictor_step(target, self._standardise(target_labels), extra,
+                                   None if extra_labels is None else self._standardise(extra_labels))
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    def _standardise(self, labels):
+        if self.options.task != "regression":
+            return labels
+        mean, std = self.regression_scale
+        return (labels - mean) / std
+
+    @staticmethod
+    def _set_trainable(module, flag: bool):
+        if module is not None:
+            for p in module.parameters():
+                p.requires_grad_(flag)
+
+    def _update(self, name: str, loss):
+        optimizer = self.optimizers[name]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def _set_learning_rate(self, iteration: int, total: int):
+        factor = learning_rate_factor(iteration, total)
+        for optimizer in self.optimizers.values():
+            for group in optimizer.param_groups:
+                group["lr"] = self.options.lr * factor
+
+    @torch.inference_mode()
+    def translate_source(self) -> SliceSet:
+        """G(source) for the whole source training set (cyclegan's second stage)."""
+        translator = unwrap(self.translator).eval()
+        images = []
+        for start in range(0, len(self.cohort.source_train), 64):
+            batch = self.cohort.source_train.images[start:start + 64].to(self.device, torch.float32)
+            with autocast(self.device):
+                images.append(translator.to_target(batch).float().to(torch.float16).cpu())
+        translator.train()
+        source = self.cohort.source_train
+        return SliceSet(torch.cat(images) if images else source.images, source.labels, source.case_index,
+                        source.cases)
+
+    # -- the loop, checkpoints and resume ------------------------------------------------------------
+
+    def run(self, resume: bool = False) -> None:
+        if resume:
+            self.load_state(load_checkpoint(self.checkpoint_path, self.options.fingerprint()))
+        done_before = 0
+        with StopRequest() as stop:
+            for phase, length in self.phases:
+                if self.step >= done_before + length:
+                    done_before += length
+                    continue
+                if phase == "predictor" and self.options.method == "cyclegan":
+                    self.translated_sampler = BatchSampler(self.translate_source(), self.options.task, self.rng)
+                for module in (self.translator, self.discriminators, self.predictor):
+                    if module is not None:
+                        module.train()
+                while self.step < done_before + length:
+                    iteration = self.step - done_before + 1
+                    self._set_learning_rate(iteration, length)
+                    if phase == "predictor":
+                        losses = self.predictor_only_step()
+                    else:
+                        losses = self.joint_step(iteration, length, with_predictor=phase == "joint")
+                    self.step += 1
+                    self.history.append({"step": self.step, "phase": phase, **losses})
+                    if not all(math.isfinite(v) for v in losses.values()):
+                        raise DuiitError(f"training diverged at step {self.step} (loss is not finite: {losses}); "
+                                         "try a lower learning rate")
+                    if self.progress and self.context.is_main:
+                        self.progress.step(phase, iteration, length, done_before, self.total_steps, losses)
+                    stopping = any_rank(stop.requested, self.context, self.device)
+                    if stopping or self.step % self.options.checkpoint_every == 0 or self.step == self.total_steps:
+                        self.save()
+                    if stopping:
+                        raise Cancelled(self.checkpoint_path)
+                done_before += length
+
+    def save(self) -> None:
+        if self.checkpoint_path is None or not self.context.is_main:
+            return
+        save_checkpoint(self.checkpoint_path, self.state())
+        if self.progress:
+            self.progress.event("checkpoint", path=str(self.checkpoint_path), iteration=self.step)
+
+    def state(self) -> dict:
+        modules = {n: unwrap(getattr(self, n)).state_dict() for n in ("translator", "discriminators", "predictor")
+                   if getattr(self, n) is not None}
+        return {"options": self.options.fingerprint(), "network": self.network.to_dict(), "step": self.step,
+                "modules": modules, "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "rng": self.rng.get_state(), "pools": {k: p.state() for k, p in self.pools.items()},
+                "history": self.history, "time": time.time()}
+
+    def load_state(self, state: dict) -> None:
+        if state["network"] != self.network.to_dict():
+            raise DuiitError(f"{self.checkpoint_path}: made with another network configuration; resume with the "
+                             "same --preset/--image-size or start afresh")
+        for name, values in state["modules"].items():
+            unwrap(getattr(self, name)).load_state_dict(values)
+        for name, values in state["optimizers"].items():
+            self.optimizers[name].load_state_dict(values)
+        self.rng.set_state(state["rng"])
+        for name, values in state["pools"].items():
+            self.pools[name].load(values, self.device)
+        self.history = list(state["history"])
+        self.step = int(state["step"])
+
+    def evaluate(self) -> dict:
+        """Predictor metrics on real target images only (validation and test splits)."""
+        predictor = unwrap(self.predictor)
+        results = {}
+        for name in ("val", "test"):
+            metrics = evaluate(predictor, getattr(self.cohort, f"target_{name}"), self.options.task,
+                               self.cohort.label_names, self.regression_scale, self.device)
+            if metrics:
+                results[name] = metrics
+        return results
