@@ -16,6 +16,8 @@ def _check_parent_writable(path: Path) -> None:
             parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise DuiitError(f"{path}: cannot create the output folder ({exc.strerror or exc})") from None
+    if not parent.is_dir():
+        raise DuiitError(f"{path}: cannot write there ({parent} is not a folder)")
     if not os.access(parent, os.W_OK):
         raise DuiitError(f"{path}: the output folder is not writable")
 
@@ -25,8 +27,11 @@ def atomic_path(path, suffix=""):
     """Yield a temporary path beside `path`; on success it replaces `path`, on failure it is removed."""
     path = Path(path)
     _check_parent_writable(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as exc:
+        raise DuiitError(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -45,7 +50,10 @@ def atomic_directory(path):
     _check_parent_writable(path)
     if path.exists() and not path.is_dir():
         raise DuiitError(f"{path}: exists and is not a folder")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as exc:
+        raise DuiitError(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
         yield tmp
         if path.exists():

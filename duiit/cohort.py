@@ -121,14 +121,15 @@ def _slices_with_mask(case: Case, image: sitk.Image) -> torch.Tensor:
     return torch.from_numpy((array > 0).reshape(array.shape[0], -1).any(axis=1))
 
 
-def assign_splits(cases: list[Case], target: str, seed: int) -> dict:
-    """patient_id -> split. Manifest splits win; other target patients are split per class, 20% to val."""
+def assign_splits(cases: list[Case], target: str, seed: int, stratify: bool = True) -> dict:
+    """patient_id -> split. Manifest splits win; other target patients go 20% to val, per class when
+    `stratify` (classification), so that every class is validated."""
     splits = {c.patient_id: c.split for c in cases if c.split}
     rng = np.random.default_rng(seed)
     by_label = {}
     for case in cases:
         if case.modality == target and case.patient_id not in splits:
-            by_label.setdefault(case.label, set()).add(case.patient_id)
+            by_label.setdefault(case.label if stratify else "", set()).add(case.patient_id)
     for label in sorted(by_label):
         patients = sorted(by_label[label] - set(splits))
         rng.shuffle(patients)
@@ -148,7 +149,7 @@ def build_cohort(cases: list[Case], source: str, target: str, task: str, image_s
     if task == "regression":
         check_regression_labels(cases)
     label_names = label_names_for(cases, task, classes)
-    splits = assign_splits(cases, target, seed)
+    splits = assign_splits(cases, target, seed, stratify=task == "classification")
     parts = {"target_train": [], "target_val": [], "target_test": [], "source_train": []}
     records = []
     for n, case in enumerate(cases):

@@ -1,6 +1,8 @@
 """Indexing DICOM files: a folder-backed database with the methods of Slicer's ctkDICOMDatabase,
 and a series listing that works on either (so the Slicer panel and the CLI share one code path)."""
 
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,7 @@ INDEXED_TAGS = {
     "0008,0060": "Modality", "0010,0020": "PatientID", "0010,0010": "PatientName", "0010,1010": "PatientAge",
     "0010,0040": "PatientSex", "0010,1030": "PatientWeight", "0020,000D": "StudyInstanceUID",
     "0020,000E": "SeriesInstanceUID", "0008,103E": "SeriesDescription", "0008,1030": "StudyDescription",
-    "0008,0020": "StudyDate", "0008,0016": "SOPClassUID", "0028,0010": "Rows",
+    "0008,0020": "StudyDate", "0008,0016": "SOPClassUID", "0008,0018": "SOPInstanceUID", "0028,0010": "Rows",
 }
 IMAGE_MODALITIES_EXCLUDED = ("SR", "PR", "KO", "RTSTRUCT", "RTPLAN", "REG", "SEG", "DOC")
 
@@ -27,6 +29,7 @@ class FolderDicomDatabase:
         if not self.folder.is_dir():
             raise DuiitError(f"{self.folder}: not a folder")
         self._values = {}   # file -> {tag key: value}
+        self._instances = {}  # SOPInstanceUID -> file
         self._tree = {}     # patient -> study -> series -> [files]
         for root, _, names in os.walk(self.folder):
             for name in sorted(names):
@@ -44,6 +47,7 @@ class FolderDicomDatabase:
         if not values["0020,000E"] or not values["0020,000D"]:
             return
         self._values[path] = values
+        self._instances[values["0008,0018"]] = path
         patient = values["0010,0020"] or "(no PatientID)"
         self._tree.setdefault(patient, {}).setdefault(values["0020,000D"], {}).setdefault(
             values["0020,000E"], []).append(path)
@@ -66,6 +70,9 @@ class FolderDicomDatabase:
                 if series in series_map:
                     return list(series_map[series])
         return []
+
+    def fileForInstance(self, sop_instance_uid):
+        return self._instances.get(sop_instance_uid, "")
 
     def fileValue(self, file, tag):
         return self._values.get(str(file), {}).get(tag.upper().replace("|", ","), "")

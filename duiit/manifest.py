@@ -1,5 +1,7 @@
 """The training manifest: a CSV with one row per volume (path, modality, label, patient_id, ...)."""
 
+from __future__ import annotations
+
 import csv
 from dataclasses import dataclass
 from pathlib import Path

@@ -117,7 +117,10 @@ class StopRequest:
         self._previous = {}
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGBREAK: what a cancel (CTRL_BREAK_EVENT) delivers on Windows
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGBREAK", None)):
+            if sig is None:
+                continue
             try:
                 self._previous[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread
@@ -218,7 +221,7 @@ class Trainer:
         self._set_trainable(self.discriminators, True)
         self._set_trainable(self.predictor, True)
 
-        losses = {k: float(v.detach()) for k, v in parts.items()}
+        losses = {k: v.item() for k, v in parts.items()}
         losses["task_weight"] = weight
         if with_predictor:
             losses.update(self.predictor_step(target, target_labels, out["fake_target"].detach(), source_labels))
@@ -231,7 +234,7 @@ class Trainer:
             loss_d = 0.5 * (gan_loss(real_scores[0], True) + gan_loss(fake_scores[0], False)
                             + gan_loss(real_scores[1], True) + gan_loss(fake_scores[1], False))
         self._update("discriminators", loss_d)
-        losses["discriminators"] = float(loss_d)
+        losses["discriminators"] = loss_d.item()
         return losses
 
     def predictor_step(self, target, target_labels, extra=None, extra_labels=None) -> dict:
@@ -244,11 +247,11 @@ class Trainer:
             n = target.shape[0]
             loss_real = task_loss(outputs[:n], target_labels, o.task)
             loss = loss_real
-            losses = {"task_real": float(loss_real)}
+            losses = {"task_real": loss_real.item()}
             if extra is not None:
                 loss_source = task_loss(outputs[n:], extra_labels, o.task)
                 loss = loss + o.source_weight * loss_source
-                losses["task_source"] = float(loss_source)
+                losses["task_source"] = loss_source.item()
         self._update("predictor", loss)
         return losses
 

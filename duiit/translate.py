@@ -4,6 +4,8 @@ Slices go through the network in batches; each batch is normalised, resized, tra
 and written into one preallocated output, so memory stays at about the volume's size plus a batch.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 
 import numpy as np

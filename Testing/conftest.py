@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny phantom cohorts and a tiny trained bundle, made once per test session."""
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Networks small enough that a training step takes a fraction of a second on one CPU core.
+TINY = ["--preset", "small", "--image-size", "32", "--generator-width", "8", "--generator-blocks", "1",
+        "--batch-size", "2"]
+
+
+def run_cli_process(*args, timeout=300):
+    """`python -m duiit ARGS` in a subprocess, exactly as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "duiit", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=os.environ.copy())
+
+
+def run_cli(*args):
+    """The same entry point as `duiit ARGS` (cli.main), in this process: saves a torch import per call."""
+    from duiit.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as exit_:  # argparse errors
+            code = exit_.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def mr_cohort(tmp_path_factory):
+    from duiit.phantom import write_phantom_cohort
+    return write_phantom_cohort(tmp_path_factory.mktemp("mr_cohort"), n_ct=6, n_source=6, source="MR",
+                                shape=(12, 32, 32))
+
+
+@pytest.fixture(scope="session")
+def trained_bundle(mr_cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundle") / "model.duiit"
+    result = run_cli("train", "--manifest", mr_cohort, "--source", "MR", "--task", "classification",
+                     "--method", "duiit", "-o", out, "--iterations", "6", "--warmup", "0.2", *TINY)
+    assert result.returncode == 0, result.stderr
+    return out

@@ -1,0 +1,63 @@
+"""Intensity normalisation: CT HU inversion, MR percentiles, PET SUV(bw) from the DICOM tags of a series."""
+
+import numpy as np
+import SimpleITK as sitk
+
+from dicom_factory import pet_tags, write_series
+from duiit.dicom_series import find_series
+from duiit.normalisation import hu_to_unit, normalise, unit_to_hu
+from duiit.suv import suv_factor
+from duiit.volume_io import read_volume
+
+
+def test_ct_mapping_is_invertible_to_float_error():
+    hu = np.linspace(-1024, 3071, 100001, dtype=np.float32)
+    back = unit_to_hu(hu_to_unit(hu))
+    assert np.abs(back - hu).max() < 1e-3
+    assert hu_to_unit(np.array([-3000.0, 5000.0])).tolist() == [-1.0, 1.0]  # clipped outside the range
+
+
+def test_mr_percentile_scaling_is_robust_to_outliers():
+    rng = np.random.default_rng(1)
+    mr = rng.normal(500, 50, (10, 32, 32)).astype(np.float32)
+    mr[0, 0, :5] = 1e6  # a few hot voxels must not squash the range
+    unit, record = normalise(mr, "MR")
+    assert record["method"] == "percentile"
+    assert -1 <= unit.min() and unit.max() <= 1
+    assert abs(float(np.median(unit))) < 0.1
+
+
+def test_suv_against_a_hand_computed_value(tmp_path):
+    """PET series with per-slice rescale slopes and SUV tags; compare with SUV computed by hand."""
+    activity = np.full((4, 16, 16), 5000.0)  # Bq/ml
+    activity[:, 4:8, 4:8] = 20000.0
+    folder = write_series(tmp_path / "pet", activity, modality="PT", slopes=[0.75, 1.0, 2.0, 4.0],
+                          extra=pet_tags(weight_kg=70.0, dose_bq=370e6, half_life_s=6586.2,
+                                         injection="093000", series_time="103000"))
+    tags = find_series(folder).tags
+    factor, why_not = suv_factor(tags)
+    assert why_not is None
+    # by hand: 60 min after injection, dose decays to 370e6 * 2^(-3600/6586.2) = 253.31 MBq, SUV = 5000 * 70000 / 253.31e6
+    decayed = 370e6 * 2 ** (-3600 / 6586.2)
+    expected_background = 5000.0 * 70000.0 / decayed
+    assert abs(expected_background - 1.3817) < 1e-4
+    image = read_volume(folder)
+    suv = sitk.GetArrayFromImage(image) * factor
+    assert np.allclose(suv[:, 0, 0], expected_background, rtol=1e-4)  # every slice, whatever its slope
+    assert np.allclose(suv[:, 5, 5], 4 * expected_background, rtol=1e-4)
+    unit, record = normalise(sitk.GetArrayFromImage(image), "PT", tags)
+    assert record["method"] == "suv" and abs(record["factor"] - factor) < 1e-12
+
+
+def test_pet_without_suv_tags_falls_back_to_percentiles_and_says_why(tmp_path):
+    folder = write_series(tmp_path / "pet", np.full((3, 8, 8), 100.0), modality="PT",
+                          extra=pet_tags(units="CNTS"))
+    _, record = normalise(sitk.GetArrayFromImage(read_volume(folder)), "PT", find_series(folder).tags)
+    assert record["method"] == "percentile" and "CNTS" in record["suv_unavailable"]
+
+
+def test_admin_decay_correction_uses_the_undecayed_dose():
+    tags = {"Units": "BQML", "DecayCorrection": "ADMIN", "PatientWeight": "80",
+            "Radiopharmaceutical": {"RadionuclideTotalDose": "400000000", "RadionuclideHalfLife": "6586.2"}}
+    factor, _ = suv_factor(tags)
+    assert abs(factor - 80000.0 / 400e6) < 1e-15

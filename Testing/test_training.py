@@ -1,0 +1,141 @@
+"""The training loop: guidance reaches G (and not in the ablation), every method trains, resume is exact."""
+
+import numpy as np
+import pytest
+import torch
+
+from duiit.cohort import build_cohort
+from duiit.errors import DuiitError
+from duiit.manifest import read_manifest
+from duiit.networks import NetworkConfig
+from duiit.phantom import write_phantom_cohort
+from duiit.training import Trainer, TrainingOptions, task_weight
+
+NETWORK = NetworkConfig(image_size=32, generator_width=8, generator_blocks=1, discriminator_width=8,
+                        discriminator_layers=2, predictor_width=8, predictor_depth=2)
+
+
+@pytest.fixture(scope="module")
+def cohort(mr_cohort):
+    return build_cohort(read_manifest(mr_cohort), "MR", "CT", "classification", NETWORK.image_size, seed=0)
+
+
+def trainer_for(cohort, tmp_path=None, **options):
+    defaults = dict(iterations=6, batch_size=2, warmup=0.0, ramp=0.0, checkpoint_every=3, seed=3)
+    return Trainer(cohort, TrainingOptions(**{**defaults, **options}), NETWORK, torch.device("cpu"),
+                   checkpoint_path=None if tmp_path is None else tmp_path / "m.duiit.ckpt")
+
+
+def g_gradient_of_task_term(trainer, weight):
+    source, labels = trainer.source_sampler.sample(2, "cpu")
+    target, _ = trainer.target_sampler.sample(2, "cpu")
+    _, parts, _ = trainer.generator_loss(source, target, labels, weight)
+    g_params = list(trainer.translator.to_target.parameters())
+    if "task_g" not in parts:
+        return 0.0
+    grads = torch.autograd.grad(parts["task_g"], g_params, allow_unused=True)
+    return sum(float(g.abs().sum()) for g in grads if g is not None)
+
+
+def test_task_gradient_reaches_g_in_duiit_and_not_in_the_ablation(cohort):
+    guided = trainer_for(cohort)
+    weight = task_weight(guided.options, 1, 6)
+    assert weight == pytest.approx(1.0)
+    assert g_gradient_of_task_term(guided, weight) > 0
+
+    ablation = trainer_for(cohort, guidance=False)
+    assert task_weight(ablation.options, 6, 6) == 0.0
+    assert g_gradient_of_task_term(ablation, task_weight(ablation.options, 6, 6)) == 0.0
+
+
+def test_guided_and_unguided_steps_update_g_differently(cohort):
+    """Same seed and batches: only the task term differs, so G's weights must differ after a step."""
+    weights = []
+    for guidance in (True, False):
+        trainer = trainer_for(cohort, guidance=guidance, iterations=1)
+        trainer.run()
+        weights.append(torch.cat([p.flatten() for p in trainer.translator.to_target.parameters()]))
+    assert not torch.allclose(weights[0], weights[1])
+
+
+def test_task_weight_is_zero_during_warm_up_then_ramps():
+    options = TrainingOptions(iterations=100, warmup=0.2, ramp=0.2, lambda_task=2.0)
+    values = [task_weight(options, i, 100) for i in (1, 20, 30, 40, 100)]
+    assert values == [0.0, 0.0, pytest.approx(1.0), pytest.approx(2.0), pytest.approx(2.0)]
+
+
+@pytest.mark.parametrize("method", ["duiit", "cyclegan", "naive", "target-only"])
+def test_every_method_trains_and_evaluates_on_real_ct(cohort, method):
+    trainer = trainer_for(cohort, method=method, iterations=3)
+    trainer.run()
+    assert trainer.step == (6 if method == "cyclegan" else 3)
+    assert (trainer.translator is not None) == (method in ("duiit", "cyclegan"))
+    phases = {h["phase"] for h in trainer.history}
+    assert phases == {"duiit": {"joint"}, "cyclegan": {"translator", "predictor"}}.get(method, {"predictor"})
+    metrics = trainer.evaluate()
+    assert 0.0 <= metrics["val"]["slice"]["accuracy"] <= 1.0
+    # the validation set holds real CT patients only, none seen in training
+    train_patients = {c.patient_id for c in cohort.target_train.cases}
+    assert not train_patients & {c.patient_id for c in cohort.target_val.cases}
+    assert all(c.modality == "CT" for c in cohort.target_val.cases)
+
+
+def test_resume_continues_to_the_same_weights(cohort, tmp_path):
+    straight = trainer_for(cohort, tmp_path / "a", iterations=6)
+    (tmp_path / "a").mkdir()
+    straight.run()
+
+    (tmp_path / "b").mkdir()
+    first = trainer_for(cohort, tmp_path / "b", iterations=6)
+    first.phases = [("joint", 6)]
+    first.total_steps = 6
+    # stop after the checkpoint at step 3, as a killed process would
+    first.options.checkpoint_every = 3
+    original_step = first.joint_step
+    calls = []
+
+    def joint_step_then_die(*args, **kwargs):
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # killed between checkpoints: step 4 is lost, step 3 is on disk
+        calls.append(1)
+        return original_step(*args, **kwargs)
+
+    first.joint_step = joint_step_then_die
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    resumed = trainer_for(cohort, tmp_path / "b", iterations=6)
+    resumed.run(resume=True)
+    assert resumed.step == 6
+    for a, b in zip(straight.state()["modules"].values(), resumed.state()["modules"].values()):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    assert [h["step"] for h in resumed.history] == list(range(1, 7))
+
+
+def test_resume_with_other_options_is_refused(cohort, tmp_path):
+    trainer = trainer_for(cohort, tmp_path, iterations=3)
+    trainer.run()
+    other = trainer_for(cohort, tmp_path, iterations=3, lambda_task=5.0)
+    with pytest.raises(DuiitError, match="lambda_task"):
+        other.run(resume=True)
+
+
+def test_regression_and_three_classes(tmp_path):
+    manifest = write_phantom_cohort(tmp_path / "reg", n_ct=4, n_source=4, shape=(8, 32, 32), task="regression")
+    cohort = build_cohort(read_manifest(manifest), "MR", "CT", "regression", 32, seed=0)
+    assert cohort.label_names == [] and cohort.regression_scale[1] > 0
+    trainer = trainer_for(cohort, task="regression", iterations=2)
+    trainer.run()
+    assert np.isfinite(trainer.evaluate()["val"]["volume"]["mae"])
+
+    manifest = write_phantom_cohort(tmp_path / "three", n_ct=6, n_source=6, shape=(8, 32, 32), slice_labels=False)
+    lines = manifest.read_text().splitlines()
+    relabelled = [lines[0]] + [line.replace(",none,", ",grade2,", 1) if n % 3 == 0 else line
+                               for n, line in enumerate(lines[1:])]
+    manifest.write_text("\n".join(relabelled) + "\n")
+    cohort = build_cohort(read_manifest(manifest), "MR", "CT", "classification", 32, seed=0)
+    assert cohort.label_names == ["grade2", "lesion", "none"]
+    trainer = trainer_for(cohort, iterations=2)
+    trainer.run()
+    probabilities = trainer.evaluate()["val"]
+    assert probabilities["slice"]["n"] > 0
