@@ -53,6 +53,48 @@ def examples_figure(rows: list, path: Path):
     _save(figure, path)
 
 
+def hu_histogram_figure(translated_hu, real_hu, translated_head, real_head, path: Path):
+    """HU histograms of translated vs real CT inside the head, one panel per tissue class."""
+    from .fidelity import TISSUES
+    figure, axes = plt.subplots(1, len(TISSUES) + 1, figsize=(16, 3.2))
+    panels = [("whole head", (-1024, 2000))] + [(n, (max(lo, -1024), min(hi, 2000))) for n, (lo, hi) in TISSUES.items()]
+    for ax, (name, (low, high)) in zip(axes, panels):
+        for label, hu, head, colour in (("translated", translated_hu, translated_head, "tab:orange"),
+                                        ("real CT", real_hu, real_head, "tab:blue")):
+            values = hu[head]
+            values = values[(values >= low) & (values < high)]
+            if not values.size:
+                continue
+            ax.hist(values, bins=80, range=(low, high), density=True, histtype="step", color=colour,
+                    label=f"{label} (mean {values.mean():.0f})")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("HU", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    _save(figure, path)
+
+
+def write_page(path: Path, title: str, body: str) -> Path:
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:auto}}td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}
+.bad{{color:#b00}}.good{{color:#070}}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"""
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return path
+
+
+def table(header: list, rows: list) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return html.escape(str(value))
+
+
 def write_training_report(folder, header: dict, history: list, bundle_path, examples=None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
