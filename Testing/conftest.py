@@ -9,6 +9,10 @@ from pathlib import Path
 
 import pytest
 
+# One thread per process: tests start worker processes beside pytest on a 2-core machine, and
+# oversubscribed BLAS/OpenMP threads make everything several times slower there.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

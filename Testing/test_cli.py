@@ -147,9 +147,14 @@ def test_train_all_methods_with_report(mr_cohort, tmp_path):
 
 
 def test_two_process_distributed_training_with_gloo(mr_cohort, tmp_path):
+    import socket
+    with socket.socket() as probe:  # a free port, so parallel test runs do not collide
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     out = tmp_path / "ddp.duiit"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port),
          "-m", "duiit", "train", "--manifest", str(mr_cohort), "--source", "MR", "--task", "classification",
          "-o", str(out), "--iterations", "3", "--device", "cpu", *TINY],
         capture_output=True, text=True, timeout=300, cwd=ROOT)

@@ -228,11 +228,12 @@ class Trainer:
 
         fake_target = self.pools["target"].query(out["fake_target"].detach().float())
         fake_source = self.pools["source"].query(out["fake_source"].detach().float())
-        with autocast(self.device):
-            real_scores = self._ddp("discriminators")(target, source)
-            fake_scores = self._ddp("discriminators")(fake_target, fake_source)
-            loss_d = 0.5 * (gan_loss(real_scores[0], True) + gan_loss(fake_scores[0], False)
-                            + gan_loss(real_scores[1], True) + gan_loss(fake_scores[1], False))
+        n = target.shape[0]
+        with autocast(self.device):  # real and fake in one call: DDP expects one forward per backward
+            scores_target, scores_source = self._ddp("discriminators")(torch.cat([target, fake_target]),
+                                                                        torch.cat([source, fake_source]))
+            loss_d = 0.5 * (gan_loss(scores_target[:n], True) + gan_loss(scores_target[n:], False)
+                            + gan_loss(scores_source[:n], True) + gan_loss(scores_source[n:], False))
         self._update("discriminators", loss_d)
         losses["discriminators"] = loss_d.item()
         return losses
