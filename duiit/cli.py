@@ -14,12 +14,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="duiit", description="Cross-modality data augmentation: translate MR/PET "
                                      "to CT-like images, trained jointly with a CT predictor.")
     sub = parser.add_subparsers(dest="command", required=True)
+    compute = argparse.ArgumentParser(add_help=False)
+    compute.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice; 1 is "
+                         "faster on a machine already busy with other work)")
 
     p = sub.add_parser("index", help="list the DICOM series under a folder as a manifest CSV (labels empty)")
     p.add_argument("dicom_dir")
     p.add_argument("-o", "--output", required=True)
 
-    p = sub.add_parser("train", help="train translator + predictor (or a baseline) and write a model bundle")
+    p = sub.add_parser("train", parents=[compute], help="train translator + predictor (or a baseline) and write a model bundle")
     p.add_argument("--manifest", required=True)
     p.add_argument("--source", choices=["MR", "PT"], required=True)
     p.add_argument("--target", choices=["CT"], default="CT")
@@ -45,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress-json", action="store_true", help="one JSON object per line on stdout")
     p.add_argument("--report", help="folder for an HTML report")
 
-    p = sub.add_parser("translate", help="translate an MR/PET volume to a CT-like volume in HU")
+    p = sub.add_parser("translate", parents=[compute], help="translate an MR/PET volume to a CT-like volume in HU")
     p.add_argument("bundle")
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True)
@@ -53,19 +56,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the predictor's outputs as JSON")
 
-    p = sub.add_parser("predict", help="the predictor's outputs for a CT or CT-like volume")
+    p = sub.add_parser("predict", parents=[compute], help="the predictor's outputs for a CT or CT-like volume")
     p.add_argument("bundle")
     p.add_argument("input")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("export", help="translate the source cases of a manifest; writes volumes + labels.csv")
+    p = sub.add_parser("export", parents=[compute], help="translate the source cases of a manifest; writes volumes + labels.csv")
     p.add_argument("bundle")
     p.add_argument("--manifest", required=True)
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--device", default="auto")
 
-    p = sub.add_parser("demo", help="make a small data set, train, translate and write a report")
+    p = sub.add_parser("demo", parents=[compute], help="make a small data set, train, translate and write a report")
     p.add_argument("-o", "--output", default="duiit-demo")
     p.add_argument("--iterations", type=int)
     p.add_argument("--quick", action="store_true", help="a one-minute version (for tests)")
@@ -76,6 +79,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     json_errors = getattr(args, "progress_json", False)
     try:
+        if getattr(args, "threads", None):
+            if args.threads < 1:
+                raise DuiitError(f"--threads {args.threads}: must be at least 1")
+            import torch
+            torch.set_num_threads(args.threads)
         return COMMANDS[args.command](args) or 0
     except DuiitError as exc:
         if json_errors:

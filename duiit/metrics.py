@@ -21,19 +21,38 @@ def auc_binary(scores: np.ndarray, positive: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def classification_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
-    """Accuracy, and AUC: binary for two classes, macro one-vs-rest for more."""
+def classification_metrics(probabilities: np.ndarray, labels: np.ndarray, scores=None) -> dict:
+    """Accuracy, balanced accuracy, and AUC: binary for two classes, macro one-vs-rest for more.
+
+    `scores` (N, K) rank the cases for the AUC; pass logit margins (see `logit_margins`) so that
+    saturated probabilities (float32 softmax rounding to 0 or 1) do not turn into ties.
+    """
     if len(labels) == 0:
         return {}
-    accuracy = float((probabilities.argmax(axis=1) == labels).mean())
+    scores = probabilities if scores is None else scores
+    predicted = probabilities.argmax(axis=1)
+    accuracy = float((predicted == labels).mean())
+    present = [k for k in range(probabilities.shape[1]) if (labels == k).any()]
+    balanced = float(np.mean([(predicted[labels == k] == k).mean() for k in present]))
     n_classes = probabilities.shape[1]
     if n_classes == 2:
-        auc = auc_binary(probabilities[:, 1], labels == 1)
+        auc = auc_binary(scores[:, 1], labels == 1)
     else:
-        aucs = [auc_binary(probabilities[:, k], labels == k) for k in range(n_classes)]
+        aucs = [auc_binary(scores[:, k], labels == k) for k in range(n_classes)]
         aucs = [a for a in aucs if not np.isnan(a)]
         auc = float(np.mean(aucs)) if aucs else float("nan")
-    return {"accuracy": accuracy, "auc": auc, "n": int(len(labels))}
+    return {"accuracy": accuracy, "balanced_accuracy": balanced, "auc": auc, "n": int(len(labels))}
+
+
+def logit_margins(logits: np.ndarray) -> np.ndarray:
+    """Per class k: logit_k - logsumexp(other logits), the log-odds of k; monotonic in p_k, never saturating."""
+    logits = logits.astype(np.float64)
+    margins = np.empty_like(logits)
+    for k in range(logits.shape[1]):
+        others = np.delete(logits, k, axis=1)
+        top = others.max(axis=1, keepdims=True)
+        margins[:, k] = logits[:, k] - (top[:, 0] + np.log(np.exp(others - top).sum(axis=1)))
+    return margins
 
 
 def regression_metrics(values: np.ndarray, labels: np.ndarray) -> dict:
