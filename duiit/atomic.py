@@ -1,6 +1,11 @@
-"""Atomic file output: write beside the destination, then rename, so no half-written file is ever seen."""
+"""Atomic file output: write beside the destination, then rename, so no half-written file is ever seen.
+
+The temporary file is flushed to the disk (fsync) before the rename, so a full disk or quota that only
+shows at flush time is an error here, and a crash or power cut leaves the old file or the complete new one.
+"""
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -34,10 +39,12 @@ def atomic_path(path, suffix=""):
         raise DuiitError(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
         yield Path(tmp)
+        _flush_to_disk(tmp)
         os.replace(tmp, path)
     except OSError as exc:
+        reason = _reason(exc, path.parent)
         _remove(tmp)
-        raise DuiitError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise DuiitError(f"{path}: cannot write ({reason})") from None
     except BaseException:
         _remove(tmp)
         raise
@@ -56,6 +63,8 @@ def atomic_directory(path):
         raise DuiitError(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
         yield tmp
+        for item in tmp.iterdir():
+            _flush_to_disk(item)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -65,8 +74,9 @@ def atomic_directory(path):
         else:
             os.replace(tmp, path)
     except OSError as exc:
+        reason = _reason(exc, path.parent)
         shutil.rmtree(tmp, ignore_errors=True)
-        raise DuiitError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise DuiitError(f"{path}: cannot write ({reason})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -75,3 +85,30 @@ def atomic_directory(path):
 def _remove(tmp):
     with contextlib.suppress(OSError):
         os.remove(tmp)
+
+
+def _flush_to_disk(path):
+    if not os.path.isfile(path):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _reason(exc: OSError, folder) -> str:
+    """Why a write failed, in words; a full disk is named as such even when a library's message hides it."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)) or _disk_full(folder):
+        return "no space left on device"
+    if exc.errno == errno.EFBIG:
+        return "file too large for this file system or over the file size limit"
+    return exc.strerror or str(exc)
+
+
+def _disk_full(folder) -> bool:
+    try:
+        stats = os.statvfs(folder)
+    except (OSError, AttributeError):  # no statvfs on Windows
+        return False
+    return stats.f_bavail == 0

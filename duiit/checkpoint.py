@@ -21,7 +21,10 @@ def checkpoint_path(bundle_path) -> Path:
 
 def save_checkpoint(path, state: dict) -> None:
     with atomic_path(path) as tmp:
-        torch.save({"kind": KIND, "version": VERSION, **state}, tmp)
+        try:
+            torch.save({"kind": KIND, "version": VERSION, **state}, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a failed write (a full disk) this way
+            raise OSError(f"incomplete write: {str(exc).strip().splitlines()[-1][:160]}") from None
 
 
 def load_checkpoint(path, options: dict) -> dict:

@@ -127,7 +127,11 @@ def cmd_train(args):
     try:
         result = run_training(args.manifest, args.output, options, network, args.device, args.resume, progress,
                               args.report, classes)
+    except DuiitError:
+        progress.close()
+        raise
     except Cancelled as stop:
+        progress.close()
         progress.event("cancelled", checkpoint=str(stop.checkpoint))
         if not args.progress_json:
             print(f"duiit: cancelled; resume with --resume (checkpoint {stop.checkpoint})", file=sys.stderr)

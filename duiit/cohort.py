@@ -117,7 +117,8 @@ def _slices_with_mask(case: Case, image: sitk.Image) -> torch.Tensor:
         raise DuiitError(f"case {case.name}: mask {case.mask} has size {mask.GetSize()} but the image has "
                          f"{image.GetSize()}")
     mask.CopyInformation(image)  # masks from other tools often carry slightly different float geometry
-    array = sitk.GetArrayViewFromImage(to_axial(mask))
+    axial = to_axial(mask)  # kept alive: a view does not hold its image, and a freed one reads garbage
+    array = sitk.GetArrayViewFromImage(axial)
     return torch.from_numpy((array > 0).reshape(array.shape[0], -1).any(axis=1))
 
 

@@ -1,6 +1,8 @@
 """Exporting the translated source cohort: each source volume as a CT-like volume, plus labels.csv.
 
-A bad volume is reported and skipped; the batch goes on. Each output is written atomically.
+A bad volume is reported and skipped; the batch goes on. Each output is written atomically. A failed
+write (a full disk, a lost share) stops the batch instead, since every later volume would fail the same
+way; the volumes already written stay, and an earlier labels.csv is left as it was.
 """
 
 import re
@@ -39,13 +41,18 @@ def export_cohort(bundle: Bundle, manifest, out_dir, device="auto", report=None)
             tags = find_series(case.path, case.series_uid).tags if case.path.is_dir() else None
             image = read_volume(case.path, case.series_uid)
             translation = translate_volume(bundle, image, device=device, series_tags=tags)
-            path = out_dir / f"{name}.nii.gz"
-            write_volume(translation.ct, path)
         except DuiitError as exc:
             failed.append((case.name, str(exc)))
             if report:
                 report(n + 1, len(cases), case, str(exc))
             continue
+        path = out_dir / f"{name}.nii.gz"
+        try:
+            write_volume(translation.ct, path)
+        except DuiitError as exc:
+            raise DuiitError(f"{exc}; export stopped after {len(rows)} of {len(cases)} volumes "
+                             "(labels.csv not updated)") from None
+        del image, translation  # freed before the next volume is read: one volume in memory at a time
         rows.append({"path": path.name, "modality": "CT", "label": case.label, "patient_id": case.patient_id,
                      "source_path": str(case.path), "translated_from": source})
         if report:
@@ -53,3 +60,4 @@ def export_cohort(bundle: Bundle, manifest, out_dir, device="auto", report=None)
     if rows:
         write_manifest(rows, out_dir / "labels.csv")
     return {"written": [r["path"] for r in rows], "failed": failed}
+

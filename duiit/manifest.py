@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .errors import DuiitError
 
+EXTRA = "\0extra"  # where csv puts the fields of a row beyond the header's columns
 REQUIRED = ("path", "modality", "label", "patient_id")
 OPTIONAL = ("study_uid", "series_uid", "split", "mask")
 MODALITIES = ("CT", "MR", "PT")
@@ -35,8 +36,9 @@ def read_manifest(path, require_labels=True) -> list[Case]:
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-            header = [h.strip() for h in (rows[0].keys() if rows else [])]
+            reader = csv.DictReader(handle, restkey=EXTRA)
+            rows = list(reader)
+            header = [(h or "").strip() for h in (reader.fieldnames or [])]
     except FileNotFoundError:
         raise DuiitError(f"{path}: no such manifest file") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -50,8 +52,10 @@ def read_manifest(path, require_labels=True) -> list[Case]:
 
 
 def _case(manifest: Path, number: int, row: dict, require_labels: bool) -> Case:
-    row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
     where = f"{manifest}, line {number}"
+    if any(v.strip() for v in row.pop(EXTRA, [])):
+        raise DuiitError(f"{where}: more fields than the header has columns")
+    row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
     if not row["path"]:
         raise DuiitError(f"{where}: empty path")
     modality = row["modality"].upper()
@@ -65,16 +69,25 @@ def _case(manifest: Path, number: int, row: dict, require_labels: bool) -> Case:
     if split and split not in SPLITS:
         raise DuiitError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
     mask = row.get("mask", "")
-    return Case(path=_resolve(manifest, row["path"]), modality=modality, label=row["label"],
+    return Case(path=_resolve(manifest, row["path"], where), modality=modality, label=row["label"],
                 patient_id=row["patient_id"], study_uid=row.get("study_uid", ""),
                 series_uid=row.get("series_uid", ""), split=split,
-                mask=_resolve(manifest, mask) if mask else None, row=number)
+                mask=_resolve(manifest, mask, where) if mask else None, row=number)
 
 
-def _resolve(manifest: Path, value: str) -> Path:
-    """Relative paths are relative to the manifest's folder, so a cohort folder can move."""
-    candidate = Path(value).expanduser()
-    return candidate if candidate.is_absolute() else manifest.parent / candidate
+def _resolve(manifest: Path, value: str, where: str = "") -> Path:
+    """Relative paths are relative to the manifest's folder, so a cohort folder can move. A path the
+    system cannot even look up (a NUL byte, a name too long, an unknown ~user) is refused here."""
+    try:
+        if "\0" in value:
+            raise ValueError("a NUL character")
+        candidate = Path(value).expanduser()
+        candidate = candidate if candidate.is_absolute() else manifest.parent / candidate
+        candidate.exists()
+    except (OSError, ValueError, RuntimeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise DuiitError(f"{where or manifest}: unusable path {value[:80]!r} ({reason})") from None
+    return candidate
 
 
 def write_manifest(rows: list[dict], path) -> None:

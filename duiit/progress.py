@@ -52,6 +52,10 @@ class Progress:
                   end="", file=self.stream or sys.stderr, flush=True)
             self._bar_open = True
 
+    def close(self) -> None:
+        """End an open progress bar line, so what is printed next starts on its own line."""
+        self._end_bar()
+
     def _end_bar(self):
         if self._bar_open:
             print(file=self.stream or sys.stderr, flush=True)
