@@ -3,7 +3,17 @@
 A volume is first put in LPS order (a pure axis permutation/flip, so exactly invertible) so that
 its k axis is axial whatever its direction; slices are resized to the network size with bilinear
 interpolation (antialiased when shrinking) and resized back afterwards.
+
+Two ways to get the LPS order: `to_axial`/`from_axial` make reoriented copies (SimpleITK's
+DICOMOrient), which is simple and fine for small volumes and for training; `AxialLayout` gives the
+same permutation/flip as numpy *views* of the input's own array, and the matching region of the
+input's grid for any run of axial slices, so translation reads the input in place and writes each
+batch straight into one preallocated output image on the input's grid (no whole-volume copies).
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
@@ -16,6 +26,9 @@ AXIAL_ORIENTATION = "LPS"
 FOREGROUND_LEVEL = -0.8
 MIN_FOREGROUND_FRACTION = 0.05
 
+# orientation letter -> (LPS axis it lies along, True when it points the negative way)
+_LETTERS = {"L": (0, False), "R": (0, True), "P": (1, False), "A": (1, True), "S": (2, False), "I": (2, True)}
+
 
 def to_axial(image: sitk.Image) -> sitk.Image:
     return sitk.DICOMOrient(image, AXIAL_ORIENTATION)
@@ -27,6 +40,71 @@ def from_axial(axial: sitk.Image, original: sitk.Image) -> sitk.Image:
     back = sitk.DICOMOrient(axial, orientation)
     back.CopyInformation(original)
     return back
+
+
+@dataclass(frozen=True)
+class AxialLayout:
+    """How an image's (z, y, x) array maps to the LPS-ordered array that `to_axial` would give.
+
+    source_axis[t]: the image axis (0=i, 1=j, 2=k) that runs along LPS axis t; flipped[t]: whether it
+    runs the opposite way. The same permutation and flips as DICOMOrient(image, "LPS"), as views.
+    """
+    size: tuple          # the image's size (i, j, k)
+    source_axis: tuple   # per LPS axis t
+    flipped: tuple       # per LPS axis t
+
+    @classmethod
+    def of(cls, image: sitk.Image) -> "AxialLayout":
+        code = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+        source_axis, flipped = [0, 0, 0], [False, False, False]
+        for axis, letter in enumerate(code):
+            target, negative = _LETTERS[letter]
+            source_axis[target], flipped[target] = axis, negative
+        return cls(tuple(image.GetSize()), tuple(source_axis), tuple(flipped))
+
+    @property
+    def identity(self) -> bool:
+        return self.source_axis == (0, 1, 2) and not any(self.flipped)
+
+    @property
+    def shape(self) -> tuple:
+        """(slices, rows, columns) of the axial array."""
+        return tuple(self.size[self.source_axis[t]] for t in (2, 1, 0))
+
+    def view(self, array: np.ndarray) -> np.ndarray:
+        """An image's (z, y, x) array (or a block of it, see `region`) as an axial (S, P, L) view, no copy."""
+        # numpy axis of image axis a is 2 - a; numpy axis d of the view is LPS axis 2 - d
+        view = np.transpose(array, [2 - self.source_axis[2 - d] for d in range(3)])
+        for t in range(3):
+            if self.flipped[t]:
+                view = np.flip(view, axis=2 - t)
+        return view
+
+    def region(self, start: int, stop: int):
+        """(index, size) on the image's own grid of axial slices [start, stop), for Paste/RegionOfInterest."""
+        axis, depth = self.source_axis[2], self.size[self.source_axis[2]]
+        first = depth - stop if self.flipped[2] else start
+        index, size = [0, 0, 0], list(self.size)
+        index[axis], size[axis] = first, stop - start
+        return index, size
+
+    def slice_index(self, n: int) -> int:
+        """Axial slice number (inferior to superior) -> the image's k index when its k axis is axial."""
+        if self.source_axis[2] != 2:
+            return n
+        return self.size[2] - 1 - n if self.flipped[2] else n
+
+    def subsample(self, array: np.ndarray, limit: int = 2_000_000) -> np.ndarray:
+        """Exactly the voxels `normalisation._subsample` takes from the axial array, without making it."""
+        view = self.view(array)
+        if self.identity:
+            flat = array.reshape(-1)
+            return flat[:: max(1, flat.size // limit)]
+        n, step = view.size, max(1, view.size // limit)
+        parts, block = [], step * 2 ** 18  # gathered 256k voxels at a time: small index arrays
+        for first in range(0, n, block):
+            parts.append(view[np.unravel_index(np.arange(first, min(n, first + block), step), view.shape)])
+        return np.concatenate(parts)
 
 
 def resize(slices: torch.Tensor, size) -> torch.Tensor:

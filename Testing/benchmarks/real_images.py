@@ -1,0 +1,860 @@
+"""Benchmark on real head images (issue 4): does guided translation (DUIIT) give a better CT predictor?
+
+    python -m Testing.benchmarks.real_images [--quick] [--seeds 3] [--iterations N] [--out DIR]
+
+One labelled head MR -> CT cohort is built from the real sample images (:mod:`duiit.head_cohort`; every CT
+"patient" is an augmentation of ONE real CT, the MR patients are augmentations of 3 real T1 MRs, lesions are
+simulated), with few labelled CT patients for training, the other CT patients for testing and many labelled
+MR patients. The same cohort and split serve every method and seed. Per seed, each method trains the same
+predictor (same network, image size, batch size and predictor iterations):
+
+  target-only   C on the few real CT slices
+  naive         C on real CT + untranslated (normalised) MR
+  cyclegan      CycleGAN (N translator steps), then a fresh C on real CT + G(MR) (N predictor steps)
+  duiit         joint: N steps of G/F/D + C, C's loss on G(MR) reaches G after a warm-up
+  duiit-noguide (ablation, --ablation) the same with G(MR) detached before C (the authors' public code)
+  duiit-fresh   (authors' protocol; skip with --no-fresh-predictor) a fresh C trained for N steps on real CT + G(MR)
+                with the final DUIIT translator (Trainer's cyclegan second stage, its translator replaced)
+
+Predictors are evaluated on the real-CT test split only: slice-level AUC (lesion vs none, ranked by the lesion
+log-odds; also from the softmax probability, which ties when it saturates), accuracy (argmax), balanced
+accuracy, and volume-level AUC, as mean +- sample std (ddof 1) over seeds.
+Translation fidelity of the duiit and cyclegan translators: (a) unpaired, tissue HU statistics (air, soft
+tissue, bone) of translated real-MR volumes vs the real CT test volumes, inside the head masks; (b) paired,
+MAE (HU, inside the head), PSNR (4000 HU range) and SSIM against the real CT on the check set, whose MR is
+SIMULATED from held-out real-CT augmentations; (c) diagnostic: lesion contrast (lesion minus a 1-3 voxel
+ring around it, HU) in translated MR lesions vs real CT lesions, i.e. whether the translator keeps or
+erases what the task needs.
+
+Every invocation appends one run to ``OUT/real_images.json`` (partial results are written after each
+training run) and regenerates ``OUT/real_images.md`` from all runs; text between ``<!-- analysis -->`` and
+``<!-- /analysis -->`` in the markdown is kept. Nothing measured is overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BASE_METHODS = ("target-only", "naive", "cyclegan", "duiit")
+ABLATION = "duiit-noguide"
+FRESH = "duiit-fresh"
+TRANSLATING = ("cyclegan", "duiit", ABLATION)
+FULL_COHORT = {"n_ct_patients": 20, "ct_train_fraction": 0.15, "n_mr_patients": 18, "n_check": 3,
+               "lesion_fraction": 0.6, "size": "tiny"}
+QUICK_COHORT = {"n_ct_patients": 3, "ct_train_fraction": 0.15, "n_mr_patients": 3, "n_check": 1,
+                "lesion_fraction": 0.6, "size": "tiny"}
+RESULTS_NAME = "real_images"
+ANALYSIS_START, ANALYSIS_END = "<!-- analysis -->", "<!-- /analysis -->"
+DEFAULT_OUT = ROOT / "Testing" / "benchmarks" / "results"
+
+
+class Unavailable(Exception):
+    """The real sample images cannot be fetched here (the quick test skips on this)."""
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# machine, cohort
+
+
+def machine() -> dict:
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform(), "load_average_at_start": load,
+            "device": "cpu"}
+
+
+def make_cohort(work: Path, spec: dict, seed: int, cache_dir=None) -> Path:
+    from duiit import head_cohort, sample_data
+    from duiit.errors import DuiitError
+    try:
+        samples = sample_data.fetch_all(cache_dir)
+    except DuiitError as exc:
+        raise Unavailable(f"the real sample images cannot be fetched here: {exc}") from None
+    return head_cohort.build_cohort(work / "cohort", n_ct_patients=spec["n_ct_patients"],
+                                    n_mr_patients=spec["n_mr_patients"], n_check=spec["n_check"], seed=seed,
+                                    size=spec["size"], ct_train_fraction=spec["ct_train_fraction"],
+                                    lesion_fraction=spec["lesion_fraction"], samples=samples)
+
+
+def cohort_description(manifest: Path, cohort) -> dict:
+    summary = json.loads((manifest.parent / "cohort.json").read_text())
+    counts = {}
+    for name in ("target_train", "target_test", "source_train"):
+        slices = getattr(cohort, name)
+        lesion = cohort.label_names.index("lesion")
+        counts[name] = {"patients": len(slices.cases), "slices": len(slices),
+                        "lesion_slices": int((slices.labels == lesion).sum())}
+    return {"what": summary["what"],
+            "caveats": ["all CT 'patients' are augmentations of ONE real CT (InVesalius Cranium), so the CT test "
+                        "split is the same person's anatomy as the CT training split",
+                        "MR patients are augmentations of 3 real T1 MRs (Colin27, pyradiomics brain1/brain2)",
+                        "lesions are SIMULATED (CT hyperdense 65-85 HU; T1 +30-60 % of local brain); the real "
+                        "tumours of brain1/brain2 count as lesions (MR only)",
+                        "the paired check set's MR is SIMULATED from held-out real-CT augmentations"],
+            "grid": summary["grid"], "lesions": summary["lesions"], "counts_by_split": counts,
+            "volume_counts": summary["counts"]}
+
+
+# ----------------------------------------------------------------------------------------------
+# training and evaluation
+
+
+class StepLog:
+    """Trainer progress -> a line on stderr every `every` steps."""
+
+    def __init__(self, name: str, every: int, on_step=None):
+        self.name, self.every, self.started = name, max(1, every), time.monotonic()
+        self.on_step = on_step
+
+    def step(self, phase, iteration, total, done_before, grand_total, losses):
+        done = done_before + iteration
+        if self.on_step is not None:
+            self.on_step(phase, iteration, total)
+        if done % self.every == 0 or done == grand_total:
+            elapsed = time.monotonic() - self.started
+            text = " ".join(f"{k}={v:.3g}" for k, v in losses.items())
+            log(f"  {self.name} {phase} {done}/{grand_total} ({elapsed / done:.2f} s/step) {text}")
+
+    def event(self, event, **fields):
+        pass
+
+
+def lesion_scores(predictor, images, lesion: int, device, batch_size: int = 64) -> np.ndarray:
+    """Log-odds of lesion per slice (logit margin): the same ranking as the softmax probability, without the
+    ties a saturated float32 softmax makes (an over-confident predictor gives p = 0.0 to many slices)."""
+    import torch
+    predictor.eval()
+    scores = []
+    with torch.inference_mode():
+        for start in range(0, images.shape[0], batch_size):
+            logits = predictor(images[start:start + batch_size].to(device, torch.float32)).double()
+            others = torch.cat([logits[:, :lesion], logits[:, lesion + 1:]], dim=1)
+            scores.append((logits[:, lesion] - torch.logsumexp(others, dim=1)).cpu())
+    return torch.cat(scores).numpy() if scores else np.zeros(0)
+
+
+def predictor_metrics(predictor, slices, label_names, device) -> dict:
+    """Slice-level AUC (from the lesion log-odds; `auc_probability`: from the float32 softmax as
+    duiit.prediction.evaluate computes it), accuracy, balanced accuracy, and volume-level AUC/accuracy."""
+    from duiit.metrics import auc_binary
+    from duiit.prediction import aggregate, run_predictor
+    lesion = label_names.index("lesion")
+    probabilities = run_predictor(predictor, slices.images, "classification", device=device)
+    scores = lesion_scores(predictor, slices.images, lesion, device)
+    labels = slices.labels.numpy()
+    positive = labels == lesion
+    predicted = probabilities.argmax(axis=1) == lesion
+    sensitivity = float(predicted[positive].mean()) if positive.any() else float("nan")
+    specificity = float((~predicted[~positive]).mean()) if (~positive).any() else float("nan")
+    index = slices.case_index.numpy()
+    volumes = np.stack([aggregate(probabilities[index == n]) for n in range(len(slices.cases))])
+    volume_positive = np.array([c.label == "lesion" for c in slices.cases])
+    return {"auc": auc_binary(scores, positive),
+            "auc_probability": auc_binary(probabilities[:, lesion], positive),
+            "tied_scores_fraction": float(1.0 - len(np.unique(probabilities[:, lesion])) / max(len(labels), 1)),
+            "accuracy": float((predicted == positive).mean()),
+            "balanced_accuracy": 0.5 * (sensitivity + specificity),
+            "sensitivity": sensitivity, "specificity": specificity,
+            "n_slices": int(len(labels)), "n_lesion_slices": int(positive.sum()),
+            "volume_auc": auc_binary(volumes[:, lesion], volume_positive),
+            "volume_accuracy": float(((volumes.argmax(axis=1) == lesion) == volume_positive).mean()),
+            "n_volumes": int(len(volumes))}
+
+
+def loss_summary(history: list, fraction: float = 0.1) -> dict:
+    """Mean of each loss over the last `fraction` of each phase (what the run converged to)."""
+    out = {}
+    for phase in dict.fromkeys(h["phase"] for h in history):
+        rows = [h for h in history if h["phase"] == phase]
+        tail = rows[-max(1, int(len(rows) * fraction)):]
+        keys = [k for k in tail[0] if k not in ("step", "phase")]
+        out[phase] = {k: float(np.mean([r[k] for r in tail if k in r])) for k in keys}
+    return out
+
+
+def train_one(method: str, seed: int, args, cohort, network, device, work: Path) -> dict:
+    """Train one method/seed; returns its record, and writes a bundle when it has a translator."""
+    import torch
+    from duiit.bundle import save_bundle
+    from duiit.distributed import unwrap
+    from duiit.training import Trainer, TrainingOptions
+    from duiit.training_job import bundle_header
+    base = {ABLATION: "duiit", FRESH: "duiit"}.get(method, method)
+    options = TrainingOptions(method=base, task="classification", source="MR", target="CT",
+                              iterations=args.iterations, batch_size=args.batch_size, lambda_task=args.lambda_task,
+                              warmup=args.warmup, guidance=method != ABLATION, seed=seed,
+                              source_weight=args.source_weight,
+                              checkpoint_every=10 ** 9)
+    curve, paused = [], [0.0]
+
+    def fidelity_curve(phase, iteration, total):
+        """Paired fidelity of the translator as it trains (every --fidelity-every steps of its phase)."""
+        if phase in ("translator", "joint") and (iteration % args.fidelity_every == 0 or iteration == total):
+            t0 = time.monotonic()
+            bundle = memory_bundle(trainer, options, network)
+            curve.append({"step": iteration, **paired_check(bundle, args.manifest_path)["mean"]})
+            curve[-1].pop("tissues", None)
+            log(f"  {method}/seed{seed} step {iteration}: paired MAE {curve[-1].get('mae_hu', float('nan')):.1f} HU")
+            paused[0] += time.monotonic() - t0
+
+    hook = fidelity_curve if args.fidelity_every and method in TRANSLATING else None
+    started = time.monotonic()
+    trainer = Trainer(cohort, options, network, device,
+                      progress=StepLog(f"{method}/seed{seed}", args.log_every, hook))
+    trainer.run()
+    seconds = time.monotonic() - started - paused[0]
+    predictor = unwrap(trainer.predictor)
+    record = {"method": method, "seed": seed, "train_seconds": round(seconds, 1), "steps": trainer.step,
+              "test": predictor_metrics(predictor, cohort.target_test, cohort.label_names, device),
+              "final_losses": loss_summary(trainer.history)}
+    if curve:
+        record["fidelity_curve"] = curve
+    if trainer.translator is not None:
+        translated = trainer.translate_source()
+        # diagnostic: C on G(MR) training slices; far above its real-CT AUC hints at label shortcuts in G(MR)
+        record["translated_source_train"] = predictor_metrics(predictor, translated, cohort.label_names, device)
+        bundle = work / "bundles" / f"{method}-seed{seed}.duiit"
+        header = bundle_header(cohort, options, network, {"test": record["test"]}, trainer, seconds, 1)
+        header["method"] = method
+        save_bundle(bundle, header, {"predictor": predictor, "translator": unwrap(trainer.translator)})
+        record["bundle"] = str(bundle)
+        if method == "duiit" and args.fresh_predictor:
+            record["_translator_state"] = {k: v.clone() for k, v in unwrap(trainer.translator).state_dict().items()}
+    return record
+
+
+def train_fresh(seed: int, translator_state: dict, args, cohort, network, device) -> dict:
+    """The authors' protocol: a fresh predictor on real CT + G(MR) from the final DUIIT translator, for the
+    same N predictor steps (Trainer's cyclegan second stage with the translator phase skipped)."""
+    from duiit.distributed import unwrap
+    from duiit.training import Trainer, TrainingOptions
+    options = TrainingOptions(method="cyclegan", task="classification", iterations=args.iterations,
+                              batch_size=args.batch_size, seed=seed, source_weight=args.source_weight,
+                              checkpoint_every=10 ** 9)
+    trainer = Trainer(cohort, options, network, device, progress=StepLog(f"{FRESH}/seed{seed}", args.log_every))
+    unwrap(trainer.translator).load_state_dict(translator_state)
+    trainer.step = args.iterations  # the translator phase counts as done: run() goes to the predictor phase
+    started = time.monotonic()
+    trainer.run()
+    predictor = unwrap(trainer.predictor)
+    return {"method": FRESH, "seed": seed, "train_seconds": round(time.monotonic() - started, 1),
+            "steps": trainer.step - args.iterations,
+            "test": predictor_metrics(predictor, cohort.target_test, cohort.label_names, device),
+            "final_losses": loss_summary(trainer.history)}
+
+
+# ----------------------------------------------------------------------------------------------
+# translation fidelity
+
+
+def _read(path: Path) -> np.ndarray:
+    import SimpleITK as sitk
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)
+
+
+def _ring(mask: np.ndarray, inner: int = 1, outer: int = 3) -> np.ndarray:
+    """In-plane ring `inner`..`outer` voxels around a 3D mask (slice by slice)."""
+    import SimpleITK as sitk
+
+    def dilate(m, r):
+        return sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(m.astype(np.uint8)), [r, r, 0])) > 0
+
+    return dilate(mask, outer) & ~dilate(mask, inner)
+
+
+def lesion_contrast(hu: np.ndarray, lesion: np.ndarray, head: np.ndarray) -> tuple:
+    """(lesion voxels' HU, ring voxels' HU) for contrast = mean(lesion) - mean(ring)."""
+    if not lesion.any():
+        return np.zeros(0), np.zeros(0)
+    return hu[lesion], hu[_ring(lesion) & head & (hu > -200)]
+
+
+def fidelity(bundle_path: str, manifest: Path) -> dict:
+    import csv
+
+    import SimpleITK as sitk
+    from duiit.bundle import load_bundle
+    from duiit.fidelity import tissue_statistics
+    from duiit.translate import translate_volume
+    root = manifest.parent
+    bundle = load_bundle(bundle_path)
+    rows = list(csv.DictReader(open(manifest)))
+    translated, real, lesion_t, ring_t, lesion_r, ring_r = [], [], [], [], [], []
+    by_kind = {1: ([], []), 2: ([], [])}  # MR mask value 1: simulated lesion, 2: real tumour (brain1/brain2)
+    for row in rows:
+        head = _read(root / row["head_mask"]) > 0
+        labels = _read(root / row["mask"]) if row.get("mask") else np.zeros(head.shape, np.float32)
+        lesion = labels > 0
+        if row["modality"] == "MR":
+            hu = sitk.GetArrayFromImage(translate_volume(bundle, sitk.ReadImage(str(root / row["path"])),
+                                                         device="cpu").ct)
+            translated.append(hu[head])
+            a, b = lesion_contrast(hu, lesion, head)
+            lesion_t.append(a), ring_t.append(b)
+            for value, (inside, around) in by_kind.items():
+                a, b = lesion_contrast(hu, np.rint(labels) == value, head)
+                inside.append(a), around.append(b)
+        elif row["modality"] == "CT" and row["split"] == "test":
+            hu = _read(root / row["path"])
+            real.append(hu[head])
+            a, b = lesion_contrast(hu, lesion, head)
+            lesion_r.append(a), ring_r.append(b)
+    pooled = lambda parts: np.concatenate(parts) if parts else np.zeros(0)  # noqa: E731
+    t, r = pooled(translated), pooled(real)
+    unpaired = {"translated_mr": tissue_statistics(t, np.ones(t.shape, bool)),
+                "real_ct_test": tissue_statistics(r, np.ones(r.shape, bool)),
+                "n_translated_volumes": len(translated), "n_real_ct_volumes": len(real)}
+    contrast = {
+        "translated_mr_lesion_minus_ring_hu": _contrast(pooled(lesion_t), pooled(ring_t)),
+        "translated_mr_simulated_lesions_hu": _contrast(pooled(by_kind[1][0]), pooled(by_kind[1][1])),
+        "translated_mr_real_tumours_hu": _contrast(pooled(by_kind[2][0]), pooled(by_kind[2][1])),
+        "real_ct_lesion_minus_ring_hu": _contrast(pooled(lesion_r), pooled(ring_r)),
+        "note": "mean HU in lesion-mask voxels minus mean HU in a 1-3 voxel in-plane ring around them "
+                "(inside the head, > -200 HU); MR lesions include the real brain1/brain2 tumours"}
+    return {"unpaired": unpaired, "lesion_contrast": contrast, "paired_simulated_mr": paired_check(bundle, manifest)}
+
+
+def paired_check(bundle, manifest: Path) -> dict:
+    """Translated SIMULATED MR of the check set vs the real CT it was simulated from."""
+    import csv
+
+    import SimpleITK as sitk
+    from duiit.fidelity import paired_fidelity
+    from duiit.translate import translate_volume
+    root = manifest.parent
+    paired, constant = [], []
+    check_manifest = root / "check_manifest.csv"
+    if check_manifest.is_file():
+        for row in csv.DictReader(open(check_manifest)):
+            hu = sitk.GetArrayFromImage(translate_volume(bundle, sitk.ReadImage(str(root / row["path"])),
+                                                         device="cpu").ct)
+            real_ct, head = _read(root / row["paired_ct"]), _read(root / row["head_mask"]) > 0
+            paired.append(paired_fidelity(hu, real_ct, head))
+            # no-information reference: 20 HU (brain) everywhere inside the head mask, -1000 outside
+            constant.append(paired_fidelity(np.where(head, 20.0, -1000.0).astype(np.float32), real_ct, head))
+    summary = {}
+    if paired:
+        summary = {k: float(np.mean([p[k] for p in paired])) for k in ("mae_hu", "psnr_db", "ssim")}
+        tissues = {}
+        for name in paired[0]["tissues"]:
+            values = [p["tissues"][name] for p in paired if name in p["tissues"]]
+            tissues[name] = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
+        summary["tissues"] = tissues
+    return {"note": "MR SIMULATED from held-out real-CT augmentations (T1-like mapping of HU per tissue); not a "
+                    "real MR", "n_volumes": len(paired), "mean": summary, "per_volume": paired,
+            "reference_constant_20hu_in_head": {k: float(np.mean([c[k] for c in constant]))
+                                                for k in ("mae_hu", "psnr_db", "ssim")} if constant else {}}
+
+
+def memory_bundle(trainer, options, network):
+    """The trainer's current networks as an in-memory Bundle (what load_bundle would return), for translate_volume."""
+    from duiit.bundle import Bundle
+    from duiit.distributed import unwrap
+    header = {"format": "duiit-bundle", "format_version": 1, "source_modality": options.source,
+              "target_modality": options.target, "task": options.task, "label_names": trainer.cohort.label_names,
+              "method": options.method, "regression_scale": list(trainer.regression_scale),
+              "network": network.to_dict(), "normalisation": {}}
+    tensors = {f"{prefix}.{k}": v.detach().cpu().clone()
+               for prefix, module in (("translator", unwrap(trainer.translator)),
+                                      ("predictor", unwrap(trainer.predictor)))
+               for k, v in module.state_dict().items()}
+    return Bundle(Path("<in memory>"), header, tensors)
+
+
+def _contrast(lesion: np.ndarray, ring: np.ndarray):
+    if lesion.size == 0 or ring.size == 0:
+        return None
+    return float(lesion.mean() - ring.mean())
+
+
+def figure(work: Path, manifest: Path, names: list, path: Path) -> None:
+    """PNG: real MR lesion slices and the paired check slice, each translated by the named bundles, next to a
+    real CT lesion slice (window -200..400 HU)."""
+    import csv
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import SimpleITK as sitk
+    from duiit.bundle import load_bundle
+    from duiit.translate import translate_volume
+    root = manifest.parent
+    rows = list(csv.DictReader(open(manifest)))
+    checks = list(csv.DictReader(open(root / "check_manifest.csv"))) if (root / "check_manifest.csv").is_file() else []
+    bundles = [load_bundle(work / "bundles" / f"{n}.duiit") for n in names]
+    by_source = {}
+    for r in rows:
+        if r["modality"] == "MR" and r["label"] == "lesion":
+            by_source.setdefault(r["source_volume"], r)
+    cases = list(by_source.values())[:3] + checks[:1]
+    ct_rows = [r for r in rows if r["modality"] == "CT" and r["label"] == "lesion" and r["split"] == "test"]
+
+    def lesion_slice(r, depth):
+        if not r.get("mask"):
+            return depth // 2
+        m = _read(root / r["mask"])
+        return int(np.argmax(m.reshape(len(m), -1).sum(1)))
+
+    columns = 2 + len(names)
+    fig, axes = plt.subplots(len(cases) + 1, columns, figsize=(2.3 * columns, 2.3 * (len(cases) + 1)), squeeze=False)
+    for i, r in enumerate(cases):
+        image = sitk.ReadImage(str(root / r["path"]))
+        array = sitk.GetArrayFromImage(image)
+        k = lesion_slice(r, len(array))
+        kind = "SIMULATED MR (check)" if r.get("paired_ct") else f"real MR ({r['source_volume']})"
+        axes[i, 0].imshow(array[k], cmap="gray")
+        axes[i, 0].set_title(f"{r['patient_id']} {kind}", fontsize=6)
+        for j, b in enumerate(bundles):
+            ct = sitk.GetArrayFromImage(translate_volume(b, image, device="cpu").ct)[k]
+            axes[i, 1 + j].imshow(ct, cmap="gray", vmin=-200, vmax=400)
+            axes[i, 1 + j].set_title(f"{names[j]} -> CT", fontsize=6)
+        if r.get("paired_ct"):
+            axes[i, -1].imshow(_read(root / r["paired_ct"])[k], cmap="gray", vmin=-200, vmax=400)
+            axes[i, -1].set_title("its real CT", fontsize=6)
+    if ct_rows:
+        c = _read(root / ct_rows[0]["path"])
+        k = lesion_slice(ct_rows[0], len(c))
+        axes[-1, 0].imshow(c[k], cmap="gray", vmin=-200, vmax=400)
+        axes[-1, 0].set_title(f"real CT {ct_rows[0]['patient_id']} with lesion", fontsize=6)
+        axes[-1, 1].imshow(c[k], cmap="gray", vmin=-1000, vmax=1500)
+        axes[-1, 1].set_title("same, window -1000..1500", fontsize=6)
+    for a in axes.ravel():
+        a.axis("off")
+    fig.suptitle("CT panels: window -200..400 HU unless noted", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------------------------
+# aggregation and reports
+
+
+def _finite(value):
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def clean(value):
+    """JSON-safe: NaN/inf -> null."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items() if not k.startswith("_")}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def mean_std(values) -> dict:
+    values = [v for v in values if _finite(v) is not None]
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def aggregate_run(records: list, methods: list) -> dict:
+    out = {}
+    for method in methods:
+        rows = [r for r in records if r["method"] == method]
+        if not rows:
+            continue
+        entry = {k: mean_std([r["test"].get(k) for r in rows])
+                 for k in ("auc", "auc_probability", "accuracy", "balanced_accuracy", "volume_auc")}
+        entry["train_seconds"] = mean_std([r["train_seconds"] for r in rows])
+        if rows[0].get("translated_source_train"):
+            entry["auc_on_translated_mr_train"] = mean_std([r["translated_source_train"]["auc"] for r in rows])
+        if rows[0].get("fidelity"):
+            paired = [r["fidelity"]["paired_simulated_mr"]["mean"] for r in rows]
+            for key in ("mae_hu", "psnr_db", "ssim"):
+                entry[f"paired_{key}"] = mean_std([p.get(key) for p in paired])
+            for tissue in ("air", "soft tissue", "bone"):
+                entry[f"translated_{tissue}_mean_hu"] = mean_std(
+                    [r["fidelity"]["unpaired"]["translated_mr"][tissue]["mean_hu"] for r in rows])
+                entry[f"translated_{tissue}_fraction"] = mean_std(
+                    [r["fidelity"]["unpaired"]["translated_mr"][tissue]["fraction"] for r in rows])
+            entry["translated_lesion_contrast_hu"] = mean_std(
+                [r["fidelity"]["lesion_contrast"]["translated_mr_lesion_minus_ring_hu"] for r in rows])
+            for kind in ("simulated_lesions", "real_tumours"):
+                entry[f"translated_{kind}_contrast_hu"] = mean_std(
+                    [r["fidelity"]["lesion_contrast"].get(f"translated_mr_{kind}_hu") for r in rows])
+        out[method] = entry
+    return out
+
+
+def targets(summary: dict) -> dict:
+    """Issue 4's targets. 'Above by more than one std': mean difference > the larger of the two stds."""
+    result = {}
+    duiit = summary.get("duiit", {}).get("auc")
+    for other in ("cyclegan", "target-only"):
+        o = summary.get(other, {}).get("auc")
+        if duiit and o and duiit["mean"] is not None and o["mean"] is not None:
+            margin = max(duiit["std"], o["std"])
+            result[f"duiit_auc_above_{other}"] = {"difference": duiit["mean"] - o["mean"], "required_above": margin,
+                                                  "met": duiit["mean"] - o["mean"] > margin}
+    mae = summary.get("duiit", {}).get("paired_mae_hu")
+    if mae and mae["mean"] is not None:
+        result["duiit_paired_mae_at_most_100_hu"] = {"mae_hu": mae["mean"], "met": mae["mean"] <= 100.0}
+    result["all_met"] = bool(result) and all(v["met"] for v in result.values() if isinstance(v, dict))
+    return result
+
+
+def _pm(entry, key, digits=3):
+    value = entry.get(key)
+    if not value or value["mean"] is None:
+        return "–"
+    return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
+
+
+def render_markdown(runs: list, analysis: str) -> str:
+    lines = ["# Benchmark on real head images (issue 4)", "",
+             "Generated by `Testing/benchmarks/real_images.py` from `real_images.json` (every run is kept; newest "
+             "last). Predictors are evaluated on the **real-CT test split only**; mean ± sample std over seeds.",
+             "", ANALYSIS_START, analysis.strip("\n") if analysis else "_(no analysis yet)_", ANALYSIS_END, ""]
+    for n, run in enumerate(runs, start=1):
+        lines += _render_run(n, run)
+    return "\n".join(lines) + "\n"
+
+
+def _render_run(n: int, run: dict) -> list:
+    m, c, s = run["machine"], run["cohort"], run.get("summary", {})
+    status = run.get("status", "complete")
+    suffix = f" — {status}" if status != "complete" else ""
+    title = f"## Run {n}: {run.get('tag') or 'run'} ({run['started']}){suffix}"
+    counts = c.get("counts_by_split", {})
+    out = [title, "",
+           f"- Command: `{run['command']}`",
+           f"- Machine: {m['cpu']}, {m['cores']} cores (shared; load average at start "
+           f"{', '.join(f'{x:.1f}' for x in m.get('load_average_at_start') or [])}), torch {m['torch']} on CPU with "
+           f"{m['torch_threads']} thread(s), Python {m['python']}",
+           f"- Wall time: {run.get('wall_seconds', 0) / 60:.1f} min",
+           f"- Settings: {run['settings']['iterations']} predictor iterations per method (cyclegan: also "
+           f"{run['settings']['iterations']} translator steps first; duiit: {run['settings']['iterations']} joint "
+           "steps), "
+           f"batch {run['settings']['batch_size']}, network preset `small` at {run['settings']['image_size']} px, "
+           f"lambda_task {run['settings']['lambda_task']}, warm-up {run['settings']['warmup']}, source weight b "
+           f"{run['settings'].get('source_weight', 1.0)}, predictor width/depth "
+           f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}, seeds "
+           f"{run['settings']['seeds']}",
+           f"- Cohort: {c['what']}.",
+           "  " + "; ".join(c["caveats"]) + ".",
+           "- Split (same for every method and seed): " + "; ".join(
+               f"{k}: {v['patients']} patients, {v['slices']} slices ({v['lesion_slices']} with lesion)"
+               for k, v in counts.items()),
+           ""]
+    if run.get("notes"):
+        out += [f"Notes: {run['notes']}", ""]
+    if run.get("figure"):
+        out += [f"Figure: [{run['figure']}]({run['figure']}) (first seed's translators on real MR lesion slices and "
+                "on a SIMULATED check MR).", ""]
+    if run.get("errors"):
+        out += ["Errors (these runs are missing from the tables): " + "; ".join(run["errors"]), ""]
+    if s:
+        both = any("auc_probability" in r["test"] for r in run["records"])
+        if both:
+            out += ["| method | slice AUC | slice AUC (softmax p) | slice accuracy | balanced accuracy | volume AUC | "
+                    "C's AUC on G(MR) train | train s |", "|---|---|---|---|---|---|---|---|"]
+        else:
+            out += ["Slice AUC of this run: from the float32 softmax probability (as duiit.prediction.evaluate), "
+                    "which could tie if a predictor saturated; later runs also give the tie-free AUC from the lesion "
+                    "log-odds (the two were equal in every later record: no ties).", "",
+                    "| method | slice AUC (softmax p) | slice accuracy | balanced accuracy | volume AUC | "
+                    "C's AUC on G(MR) train | train s |", "|---|---|---|---|---|---|---|"]
+        for method, e in s.items():
+            out.append(f"| {method} | {_pm(e, 'auc')} | " + (f"{_pm(e, 'auc_probability')} | " if both else "")
+                       + f"{_pm(e, 'accuracy')} | {_pm(e, 'balanced_accuracy')} | "
+                       f"{_pm(e, 'volume_auc')} | {_pm(e, 'auc_on_translated_mr_train')} | "
+                       f"{_pm(e, 'train_seconds', 0)} |")
+        out.append("")
+        fid = [(k, e) for k, e in s.items() if "paired_mae_hu" in e]
+        if fid:
+            real = next((r["fidelity"]["unpaired"]["real_ct_test"] for r in run["records"] if r.get("fidelity")), None)
+            rc = next((r["fidelity"]["lesion_contrast"]["real_ct_lesion_minus_ring_hu"] for r in run["records"]
+                       if r.get("fidelity")), None)
+            out += ["Translation fidelity. Paired columns: MR **SIMULATED** from held-out real-CT augmentations "
+                    "(T1-like HU mapping), compared with that real CT (MAE inside the head; PSNR over 4000 HU). "
+                    "Unpaired columns: translated **real** MR volumes, HU mean per tissue class found by "
+                    "thresholds on the translated image (fraction of head voxels in brackets).", "",
+                    "| translator | paired MAE HU | paired PSNR dB | paired SSIM | air HU | soft tissue HU | "
+                    "bone HU | lesion contrast HU |", "|---|---|---|---|---|---|---|---|"]
+            for method, e in fid:
+                out.append(
+                    f"| {method} | {_pm(e, 'paired_mae_hu', 1)} | {_pm(e, 'paired_psnr_db', 2)} | "
+                    f"{_pm(e, 'paired_ssim', 3)} | " + " | ".join(
+                        f"{_pm(e, f'translated_{t}_mean_hu', 0)} ({_pm(e, f'translated_{t}_fraction', 2)})"
+                        for t in ("air", "soft tissue", "bone")) + f" | {_pm(e, 'translated_lesion_contrast_hu', 0)}"
+                    + (f" (simulated {_pm(e, 'translated_simulated_lesions_contrast_hu', 0)}; real tumours "
+                       f"{_pm(e, 'translated_real_tumours_contrast_hu', 0)})"
+                       if e.get("translated_simulated_lesions_contrast_hu", {}).get("n") else "") + " |")
+            const = next((r["fidelity"]["paired_simulated_mr"].get("reference_constant_20hu_in_head") for r in
+                          run["records"] if r.get("fidelity")), None)
+            if const:
+                out.append(f"| reference: 20 HU inside the head mask, -1000 outside | {const['mae_hu']:.1f} | "
+                           f"{const['psnr_db']:.2f} | {const['ssim']:.3f} | | | | |")
+            if real:
+                out.append("| real CT (test split) | 0 | ∞ | 1 | " + " | ".join(
+                    f"{real[t]['mean_hu']:.0f} ({real[t]['fraction']:.2f})" for t in ("air", "soft tissue", "bone"))
+                    + (f" | {rc:.1f} |" if rc is not None else " | – |"))
+            out.append("")
+        curves = [r for r in run["records"] if r.get("fidelity_curve")]
+        if curves:
+            out += ["Paired fidelity (SIMULATED MR) during training, by translator/joint step: MAE HU / SSIM "
+                    "(CycleGAN schedule: constant learning rate for the first half, then linear decay to 0):", ""]
+            for r in curves:
+                out.append(f"- {r['method']} seed {r['seed']}: " + ", ".join(
+                    f"{c['step']}: {c['mae_hu']:.0f} / {c['ssim']:.3f}" for c in r["fidelity_curve"] if "mae_hu" in c))
+            out.append("")
+        t = run.get("targets", {})
+        if t:
+            words = []
+            for key, value in t.items():
+                if isinstance(value, dict):
+                    detail = (f"difference {value['difference']:+.3f}, needs > {value['required_above']:.3f}"
+                              if "difference" in value else f"{value['mae_hu']:.1f} HU")
+                    words.append(f"{key}: {'MET' if value['met'] else 'NOT MET'} ({detail})")
+            if words:
+                out += ["Targets (issue 4): " + "; ".join(words) + ".", ""]
+        out += ["Per seed (slice AUC / accuracy on the real-CT test split):", "",
+                "| method | " + " | ".join(f"seed {sd}" for sd in run["settings"]["seeds"]) + " |",
+                "|---|" + "---|" * len(run["settings"]["seeds"])]
+        for method in s:
+            cells = []
+            for seed in run["settings"]["seeds"]:
+                r = next((r for r in run["records"] if r["method"] == method and r["seed"] == seed), None)
+                cells.append("–" if r is None else f"{_num(r['test']['auc'])} / {_num(r['test']['accuracy'])}"
+                             + (f" (MAE {r['fidelity']['paired_simulated_mr']['mean']['mae_hu']:.0f} HU)"
+                                if r.get("fidelity") and r["fidelity"]["paired_simulated_mr"]["mean"] else ""))
+            out.append(f"| {method} | " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
+def _num(value):
+    return "–" if value is None else f"{value:.3f}"
+
+
+def write_results(out: Path, runs: list) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / f"{RESULTS_NAME}.md"
+    analysis = ""
+    if md.is_file():
+        text = md.read_text()
+        if ANALYSIS_START in text and ANALYSIS_END in text:
+            analysis = text.split(ANALYSIS_START, 1)[1].split(ANALYSIS_END, 1)[0]
+            if analysis.strip() == "_(no analysis yet)_":
+                analysis = ""
+    for path, text in ((out / f"{RESULTS_NAME}.json", json.dumps({"runs": clean(runs)}, indent=1) + "\n"),
+                       (md, render_markdown(clean(runs), analysis))):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def load_runs(out: Path) -> list:
+    path = out / f"{RESULTS_NAME}.json"
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text()).get("runs", [])
+
+
+# ----------------------------------------------------------------------------------------------
+# main
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m Testing.benchmarks.real_images", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny cohort, 1 seed, 3 iterations (< 60 s; for tests)")
+    p.add_argument("--seeds", type=int, help="number of training seeds (default 3; quick: 1)")
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--iterations", type=int, help="predictor iterations per method (default 250; quick: 3)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lambda-task", type=float, default=1.0)
+    p.add_argument("--warmup", type=float, default=0.2)
+    p.add_argument("--methods", default=",".join(BASE_METHODS),
+                   help=f"comma-separated, from {', '.join(BASE_METHODS + (ABLATION,))} (default: the four methods)")
+    p.add_argument("--ablation", action="store_true", help="also duiit with guidance off")
+    p.add_argument("--no-fresh-predictor", dest="fresh_predictor", action="store_false",
+                   help="skip the fresh predictor on real + DUIIT-translated MR (authors' protocol; on by default)")
+    p.add_argument("--cohort-seed", type=int, default=0)
+    p.add_argument("--n-ct", type=int, help=f"CT patients (default {FULL_COHORT['n_ct_patients']})")
+    p.add_argument("--ct-train-fraction", type=float,
+                   help=f"fraction of CT patients for training (default {FULL_COHORT['ct_train_fraction']})")
+    p.add_argument("--n-mr", type=int, help=f"MR patients (default {FULL_COHORT['n_mr_patients']})")
+    p.add_argument("--source-weight", type=float, default=1.0, help="b: weight of C's loss on (translated) MR")
+    p.add_argument("--predictor-width", type=int, help="predictor width (default: the small preset's)")
+    p.add_argument("--predictor-depth", type=int, help="predictor conv stages (default: the small preset's)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared 2-core machine "
+                                                          "2 threads were 4-10x slower per step)")
+    p.add_argument("--out", help=f"results folder (default {DEFAULT_OUT.relative_to(ROOT)}; quick: a temp folder)")
+    p.add_argument("--work", help="folder for the cohort and bundles (default: a temp folder)")
+    p.add_argument("--cache", help="sample image cache folder (default $DUIIT_CACHE or ~/.cache/duiit)")
+    p.add_argument("--tag", default="", help="a name for this run in the results")
+    p.add_argument("--notes", default="", help="a sentence recorded with the run (why it was made)")
+    p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--figure", help="also write OUT/real_images_NAME.png: translations by the first seed's bundles")
+    p.add_argument("--fidelity-every", type=int, default=0,
+                   help="also measure the paired fidelity every N translator/joint steps (a convergence curve)")
+    args = p.parse_args(argv)
+    args.seeds = args.seeds or (1 if args.quick else 3)
+    args.iterations = args.iterations or (3 if args.quick else 250)
+    if args.quick:
+        args.log_every = 1
+    args.out = Path(args.out) if args.out else (Path(tempfile.gettempdir()) / "duiit-bench-real-quick" if args.quick
+                                                else DEFAULT_OUT)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in BASE_METHODS + (ABLATION,)]
+    if unknown or not methods:
+        p.error(f"unknown method(s) {unknown}; choose from {', '.join(BASE_METHODS + (ABLATION,))}")
+    args.method_list = methods + ([ABLATION] if args.ablation and ABLATION not in methods else [])
+    args.fresh_predictor = args.fresh_predictor and "duiit" in methods
+    return args
+
+
+def run(argv=None) -> dict:
+    """Run the benchmark; returns the run record (also written to OUT). Raises Unavailable without images."""
+    args = parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    from duiit.cohort import build_cohort as load_cohort
+    from duiit.manifest import read_manifest
+    from duiit.networks import PRESETS, NetworkConfig
+
+    started_wall = time.monotonic()
+    work_tmp = None
+    if args.work:
+        work = Path(args.work)
+        work.mkdir(parents=True, exist_ok=True)
+    else:
+        work_tmp = tempfile.TemporaryDirectory(prefix="duiit-bench-real-")
+        work = Path(work_tmp.name)
+    try:
+        spec = dict(QUICK_COHORT if args.quick else FULL_COHORT)
+        for key, value in (("n_ct_patients", args.n_ct), ("ct_train_fraction", args.ct_train_fraction),
+                           ("n_mr_patients", args.n_mr)):
+            if value is not None:
+                spec[key] = value
+        log(f"building the cohort in {work} ({spec})")
+        manifest = make_cohort(work, spec, args.cohort_seed, args.cache)
+        network = NetworkConfig.from_dict(PRESETS["small"].to_dict())
+        for key in ("predictor_width", "predictor_depth"):
+            if getattr(args, key):
+                setattr(network, key, getattr(args, key))
+        device = torch.device("cpu")
+        cohort = load_cohort(read_manifest(manifest), "MR", "CT", "classification", network.image_size, 0)
+        args.manifest_path = manifest
+        seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+        command = "python -m Testing.benchmarks.real_images " + " ".join(shlex.quote(a) for a in
+                                                                        (sys.argv[1:] if argv is None else argv))
+        record = {"tag": args.tag or ("quick" if args.quick else "benchmark"), "notes": args.notes,
+                  "command": command.strip(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "status": "running",
+                  "machine": machine(),
+                  "settings": {"iterations": args.iterations, "batch_size": args.batch_size,
+                               "image_size": network.image_size, "network": network.to_dict(),
+                               "lambda_task": args.lambda_task, "warmup": args.warmup, "seeds": seeds,
+                               "source_weight": args.source_weight,
+                               "methods": args.method_list + ([FRESH] if args.fresh_predictor else []),
+                               "cohort_spec": spec, "cohort_seed": args.cohort_seed, "quick": args.quick},
+                  "cohort": cohort_description(manifest, cohort), "records": []}
+        previous = load_runs(args.out)
+        runs = previous + [record]
+        methods = record["settings"]["methods"]
+        errors = []
+        try:
+            for seed in seeds:
+                for method in args.method_list:
+                    log(f"training {method} seed {seed}")
+                    try:
+                        result = train_one(method, seed, args, cohort, network, device, work)
+                        state = result.pop("_translator_state", None)
+                        if method in TRANSLATING:
+                            result["fidelity"] = fidelity(result["bundle"], manifest)
+                            result.pop("bundle")
+                    except Exception as exc:  # keep the other runs; the error is recorded and reported
+                        import traceback
+                        traceback.print_exc()
+                        errors.append(f"{method} seed {seed}: {type(exc).__name__}: {exc}")
+                        record["errors"] = errors
+                        continue
+                    log(f"{method} seed {seed}: AUC {_num(_finite(result['test']['auc']))} accuracy "
+                        f"{result['test']['accuracy']:.3f}"
+                        + (" paired MAE "
+                           f"{result['fidelity']['paired_simulated_mr']['mean'].get('mae_hu', float('nan')):.1f} HU"
+                           if result.get("fidelity") else ""))
+                    record["records"].append(result)
+                    if state is not None:
+                        fresh = train_fresh(seed, state, args, cohort, network, device)
+                        log(f"{FRESH} seed {seed}: AUC {_num(_finite(fresh['test']['auc']))}")
+                        record["records"].append(fresh)
+                    record["summary"] = aggregate_run(record["records"], methods)
+                    record["wall_seconds"] = round(time.monotonic() - started_wall, 1)
+                    write_results(args.out, runs)
+        except BaseException as exc:
+            record["status"] = f"interrupted ({type(exc).__name__}: {exc})"[:300]
+            record["wall_seconds"] = round(time.monotonic() - started_wall, 1)
+            write_results(args.out, runs)
+            raise
+        record["summary"] = aggregate_run(record["records"], methods)
+        record["targets"] = targets(record["summary"])
+        record["status"] = "complete" if not errors else f"complete with {len(errors)} error(s)"
+        record["wall_seconds"] = round(time.monotonic() - started_wall, 1)
+        record["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+        if args.figure:
+            names = [f"{m}-seed{seeds[0]}" for m in args.method_list if m in TRANSLATING]
+            names = [n for n in names if (work / "bundles" / f"{n}.duiit").is_file()]
+            if names:
+                png = args.out / f"{RESULTS_NAME}_{args.figure}.png"
+                figure(work, manifest, names, png)
+                record["figure"] = png.name
+        write_results(args.out, runs)
+        log(f"done in {record['wall_seconds'] / 60:.1f} min; results in {args.out}")
+        return record
+    finally:
+        if work_tmp is not None:
+            work_tmp.cleanup()
+
+
+def main(argv=None) -> int:
+    try:
+        record = run(argv)
+    except Unavailable as exc:
+        print(f"real_images: skipped: {exc}", file=sys.stderr)
+        return 3
+    for method, entry in record["summary"].items():
+        print(f"{method:14s} AUC {_pm(entry, 'auc')}  accuracy {_pm(entry, 'accuracy')}"
+              + (f"  paired MAE {_pm(entry, 'paired_mae_hu', 1)} HU" if "paired_mae_hu" in entry else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The real-image benchmark (Testing/benchmarks/real_images.py) in its quick mode: the same code as the full
+benchmark on a tiny cohort, 1 seed and 3 iterations. Checks that the results files are well-formed and every
+metric is within its valid range; no performance assertions. Skips when the real images cannot be fetched."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+METHODS = ["target-only", "naive", "cyclegan", "duiit"]
+ALL = ["target-only", "naive", "cyclegan", "duiit", "duiit-fresh"]   # duiit-fresh: the authors' protocol
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_results")
+    work = tmp_path_factory.mktemp("bench_work")
+    result = subprocess.run([sys.executable, "-m", "Testing.benchmarks.real_images", "--quick", "--out", str(out),
+                             "--work", str(work)], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                            env=os.environ.copy())
+    if result.returncode == 3:
+        pytest.skip(result.stderr.strip().splitlines()[-1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, json.loads((out / "real_images.json").read_text()), (out / "real_images.md").read_text(), result
+
+
+def _unit(value):
+    return value is None or 0.0 <= value <= 1.0
+
+
+def test_json_is_complete_and_in_range(quick):
+    _, data, _, _ = quick
+    assert len(data["runs"]) == 1
+    run = data["runs"][0]
+    assert run["status"] == "complete" and run["settings"]["quick"] is True
+    assert run["command"].startswith("python -m Testing.benchmarks.real_images") and "--quick" in run["command"]
+    assert run["machine"]["torch"] and run["machine"]["cores"] >= 1 and run["wall_seconds"] > 0
+    assert "ONE real CT" in " ".join(run["cohort"]["caveats"])
+    assert [r["method"] for r in run["records"]] == ALL
+    counts = run["cohort"]["counts_by_split"]
+    assert counts["target_train"]["patients"] >= 1 and counts["target_test"]["patients"] >= 1
+    for record in run["records"]:
+        test = record["test"]
+        assert test["n_slices"] == counts["target_test"]["slices"]
+        for key in ("auc", "auc_probability", "tied_scores_fraction", "accuracy", "balanced_accuracy", "sensitivity",
+                    "specificity", "volume_auc",
+                    "volume_accuracy"):
+            assert _unit(test[key]), (record["method"], key, test[key])
+        assert record["steps"] == run["settings"]["iterations"] * (2 if record["method"] == "cyclegan" else 1)
+    for method in ALL:
+        entry = run["summary"][method]
+        assert _unit(entry["auc"]["mean"]) and entry["auc"]["n"] in (0, 1)
+        assert _unit(entry["accuracy"]["mean"]) and entry["accuracy"]["std"] == 0.0
+
+
+def test_fidelity_is_in_range(quick):
+    _, data, _, _ = quick
+    run = data["runs"][0]
+    for record in run["records"]:
+        if record["method"] not in ("cyclegan", "duiit"):
+            assert "fidelity" not in record
+            continue
+        fidelity = record["fidelity"]
+        paired = fidelity["paired_simulated_mr"]
+        assert "SIMULATED" in paired["note"] and paired["n_volumes"] == 1
+        assert paired["mean"]["mae_hu"] >= 0 and math.isfinite(paired["mean"]["psnr_db"])
+        assert -1.0 <= paired["mean"]["ssim"] <= 1.0
+        for side in ("translated_mr", "real_ct_test"):
+            stats = fidelity["unpaired"][side]
+            assert set(stats) == {"air", "soft tissue", "bone"}
+            assert abs(sum(s["fraction"] for s in stats.values()) - 1.0) < 1e-6
+            for s in stats.values():
+                assert s["mean_hu"] is None or -1100 <= s["mean_hu"] <= 3100
+        assert 0 <= record["translated_source_train"]["auc"] <= 1 or record["translated_source_train"]["auc"] is None
+    assert set(run["targets"]) >= {"duiit_auc_above_cyclegan", "duiit_auc_above_target-only", "all_met"}
+
+
+def test_markdown_names_methods_machine_and_simulation(quick):
+    _, data, markdown, result = quick
+    assert markdown.startswith("# Benchmark on real head images")
+    assert "<!-- analysis -->" in markdown and "<!-- /analysis -->" in markdown
+    for method in ALL:
+        assert f"| {method} |" in markdown
+    assert "SIMULATED" in markdown and "Command: `python -m Testing.benchmarks.real_images" in markdown
+    assert data["runs"][0]["machine"]["cpu"] in markdown
+    assert "AUC" in result.stdout
+
+
+def test_results_are_appended_and_analysis_kept(quick, tmp_path):
+    """A second run is added beside the first (nothing measured is overwritten); hand-written analysis stays."""
+    from Testing.benchmarks import real_images
+    _, data, markdown, _ = quick
+    run = data["runs"][0]
+    (tmp_path / "real_images.md").write_text(markdown.replace("_(no analysis yet)_", "Hand-written analysis."))
+    real_images.write_results(tmp_path, [run, dict(run, tag="second")])
+    again = json.loads((tmp_path / "real_images.json").read_text())
+    assert [r["tag"] for r in again["runs"]] == [run["tag"], "second"]
+    text = (tmp_path / "real_images.md").read_text()
+    assert "Hand-written analysis." in text and "## Run 1:" in text and "## Run 2: second" in text
