@@ -43,6 +43,7 @@ def test_json_is_complete_and_in_range(quick):
     assert "ONE real CT" in " ".join(run["cohort"]["caveats"])
     assert [r["method"] for r in run["records"]] == ALL
     counts = run["cohort"]["counts_by_split"]
+    assert run["cohort"]["label_check"]["match"], run["cohort"]["label_check"]  # slice labels = the cohort's masks
     assert counts["target_train"]["patients"] >= 1 and counts["target_test"]["patients"] >= 1
     for record in run["records"]:
         test = record["test"]

@@ -50,6 +50,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+RUN_ALL = {"forwards": ["--quick"]}  # for run_all (read from the source, not imported)
 BASE_METHODS = ("target-only", "naive", "cyclegan", "duiit")
 ABLATION = "duiit-noguide"
 FRESH = "duiit-fresh"
@@ -112,7 +113,20 @@ def cohort_description(manifest: Path, cohort) -> dict:
         lesion = cohort.label_names.index("lesion")
         counts[name] = {"patients": len(slices.cases), "slices": len(slices),
                         "lesion_slices": int((slices.labels == lesion).sum())}
-    return {"what": summary["what"],
+    # Cross-check the slice labels the core derived against the cohort's own record of lesion slices (a core bug
+    # once read freed memory there and mislabelled slices; see runs 1-2 in the results).
+    expected = {"target_train": 0, "target_test": 0, "source_train": 0}
+    for case in summary["cases"].values():
+        key = {("CT", "train"): "target_train", ("CT", "test"): "target_test",
+               ("MR", "train"): "source_train"}.get((case["modality"], case["split"]))
+        if key:
+            expected[key] += len(case["lesion_slices"])
+    found = {k: v["lesion_slices"] for k, v in counts.items()}
+    label_check = {"lesion_slices_in_cohort_json": expected, "lesion_slices_labelled_by_core": found,
+                   "match": expected == found}
+    if not label_check["match"]:
+        log(f"WARNING: slice labels disagree with the cohort's lesion masks: {label_check}")
+    return {"what": summary["what"], "label_check": label_check,
             "caveats": ["all CT 'patients' are augmentations of ONE real CT (InVesalius Cranium), so the CT test "
                         "split is the same person's anatomy as the CT training split",
                         "MR patients are augmentations of 3 real T1 MRs (Colin27, pyradiomics brain1/brain2)",
@@ -551,6 +565,7 @@ def _render_run(n: int, run: dict) -> list:
     m, c, s = run["machine"], run["cohort"], run.get("summary", {})
     status = run.get("status", "complete")
     suffix = f" — {status}" if status != "complete" else ""
+    suffix += " — INVALID" if run.get("invalid") else ""
     title = f"## Run {n}: {run.get('tag') or 'run'} ({run['started']}){suffix}"
     counts = c.get("counts_by_split", {})
     out = [title, "",
@@ -573,6 +588,13 @@ def _render_run(n: int, run: dict) -> list:
                f"{k}: {v['patients']} patients, {v['slices']} slices ({v['lesion_slices']} with lesion)"
                for k, v in counts.items()),
            ""]
+    if run.get("invalid"):
+        out += [f"**INVALID — kept for the record only, do not use these numbers**: {run['invalid']}", ""]
+    check = c.get("label_check")
+    if check and not check["match"]:
+        out += [f"**LABEL CHECK FAILED**: lesion slices per split from the cohort's masks "
+                f"{check['lesion_slices_in_cohort_json']}, as labelled for training/evaluation "
+                f"{check['lesion_slices_labelled_by_core']}.", ""]
     if run.get("notes"):
         out += [f"Notes: {run['notes']}", ""]
     if run.get("figure"):

@@ -79,18 +79,22 @@ def translation(device, config, folder) -> list:
             "plain": lambda: reference_translate(bundle, image),
         }
         if preset == "small" and config["threads_variant"] and torch.get_num_threads() > 1:
+            # on a busy machine the thread count matters more than anything else: both paths at 1 thread too
             variants["duiit, 1 thread"] = lambda: _with_threads(1, lambda: translate_volume(_cold(bundle), image,
                                                                                             device=device))
+            variants["plain, 1 thread"] = lambda: _with_threads(1, lambda: reference_translate(bundle, image))
         if device.type == "cuda":  # the plain reference stays on the CPU's fp32 maths: move it to the GPU
             variants["plain"] = lambda: _plain_on(device, bundle, image)
         times = interleaved(variants, repeats, warmup=1 if preset == "small" else config["reference_warmup"])
-        base = median(times["plain"])
         for name, values in times.items():
+            against = "plain, 1 thread" if name.endswith("1 thread") else "plain"
+            base = median(times[against])
             seconds = median(values)
             rows.append({"preset": preset, "variant": name, "slices_timed": slices, "volume_slices": depth,
                          "shape": [depth, height, width], "repeats": repeats, "median_s": seconds,
                          "all_s": values, "slices_per_s": slices / seconds,
-                         "s_per_volume": seconds * depth / slices, "speedup_vs_plain": base / seconds})
+                         "s_per_volume": seconds * depth / slices, "speedup_vs_plain": base / seconds,
+                         "against": against})
     return rows
 
 
@@ -280,15 +284,15 @@ def markdown(data) -> str:
     if data.get("translation"):
         volume = "x".join(map(str, data["translation"][0]["shape"][::-1]))
         lines += [f"## Translation ({volume} int16 volume; CT in HU + the predictor's outputs)", "",
-                  "| preset | variant | slices timed | runs | median s | slices/s | s per volume | x plain |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| preset | variant | slices timed | runs | median s | slices/s | s per volume | speed-up | against |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in data["translation"]:
             lines.append(f"| {r['preset']} | {r['variant']} | {r['slices_timed']} | {r['repeats']} | "
                          f"{r['median_s']:.3f} | {r['slices_per_s']:.1f} | {r['s_per_volume']:.2f} | "
-                         f"{r['speedup_vs_plain']:.2f} |")
+                         f"{r['speedup_vs_plain']:.2f} | {r.get('against', 'plain')} |")
         lines += ["", "plain = one slice at a time, fp32, autograd on, no batching (Testing/benchmarks/common.py). "
-                  "Where fewer slices than the volume's were timed, s per volume is scaled from the per-slice time.",
-                  ""]
+                  "Where fewer slices than the volume's were timed, s per volume is scaled from the per-slice time. "
+                  "speed-up = the `against` row's median / this row's median.", ""]
     if data.get("training"):
         lines += ["## Training (one step; synthetic phantom cohort)", "",
                   "| preset | method | threads | image px | batch | rounds x steps | median s/step | it/s | x cyclegan |",
@@ -323,6 +327,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
     parser.add_argument("--only", nargs="+", choices=("translation", "training", "memory"),
                         help="run only these parts")
+    parser.add_argument("--presets", nargs="+", choices=("small", "reference"),
+                        help="translation at these presets only (default both)")
     parser.add_argument("--output", help="results stem (default speed_<device> or speed_quick_<device>)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads before anything runs")
     parser.add_argument("--results-dir", help="where to write the .md and .json (default Testing/benchmarks/results)")
@@ -341,6 +347,8 @@ def main(argv=None) -> dict:
     from duiit.device import resolve_device
     device, message = resolve_device(args.device)
     config = settings(args.quick, device)
+    if args.presets:
+        config["presets"] = {k: v for k, v in config["presets"].items() if k in args.presets}
     parts = args.only or ["translation", "training", "memory"]
     data = {"command": command_line() if argv is None else "python -m Testing.benchmarks.speed " + " ".join(argv),
             "device": str(device), "device_message": message, "quick": args.quick,
