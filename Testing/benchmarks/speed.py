@@ -94,8 +94,14 @@ def translation(device, config, folder) -> list:
                          "shape": [depth, height, width], "repeats": repeats, "median_s": seconds,
                          "all_s": values, "slices_per_s": slices / seconds,
                          "s_per_volume": seconds * depth / slices, "speedup_vs_plain": base / seconds,
-                         "against": against})
+                         "against": against, "paired_speedup": paired_ratio(times[against], values)})
     return rows
+
+
+def paired_ratio(base: list, values: list) -> float:
+    """Median over rounds of base / value: the variants ran side by side in each round, so this cancels the
+    machine's drift between rounds (a shared machine's load comes and goes)."""
+    return median([b / v for b, v in zip(base, values)])
 
 
 def _cold(bundle):
@@ -284,15 +290,18 @@ def markdown(data) -> str:
     if data.get("translation"):
         volume = "x".join(map(str, data["translation"][0]["shape"][::-1]))
         lines += [f"## Translation ({volume} int16 volume; CT in HU + the predictor's outputs)", "",
-                  "| preset | variant | slices timed | runs | median s | slices/s | s per volume | speed-up | against |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| preset | variant | slices timed | runs | median s | slices/s | s per volume | speed-up | "
+                  "paired speed-up | against |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in data["translation"]:
             lines.append(f"| {r['preset']} | {r['variant']} | {r['slices_timed']} | {r['repeats']} | "
                          f"{r['median_s']:.3f} | {r['slices_per_s']:.1f} | {r['s_per_volume']:.2f} | "
-                         f"{r['speedup_vs_plain']:.2f} | {r.get('against', 'plain')} |")
+                         f"{r['speedup_vs_plain']:.2f} | {r.get('paired_speedup', float('nan')):.2f} | "
+                         f"{r.get('against', 'plain')} |")
         lines += ["", "plain = one slice at a time, fp32, autograd on, no batching (Testing/benchmarks/common.py). "
                   "Where fewer slices than the volume's were timed, s per volume is scaled from the per-slice time. "
-                  "speed-up = the `against` row's median / this row's median.", ""]
+                  "speed-up = the `against` row's median / this row's median; paired speed-up = the median over "
+                  "rounds of the two rows' ratio in the same round (robust to the load changing between rounds).",
+                  ""]
     if data.get("training"):
         lines += ["## Training (one step; synthetic phantom cohort)", "",
                   "| preset | method | threads | image px | batch | rounds x steps | median s/step | it/s | x cyclegan |",
