@@ -23,7 +23,7 @@ TINY = ["--preset", "small", "--image-size", "32", "--generator-width", "8", "--
 
 def run_cli_process(*args, timeout=300):
     """`python -m duiit ARGS` in a subprocess, exactly as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "duiit", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "duiit", *map(str, args)], capture_output=True, text=True, encoding="utf-8",
                           timeout=timeout, cwd=ROOT, env=os.environ.copy())
 
 

@@ -21,7 +21,7 @@ def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench_results")
     work = tmp_path_factory.mktemp("bench_work")
     result = subprocess.run([sys.executable, "-m", "Testing.benchmarks.real_images", "--quick", "--out", str(out),
-                             "--work", str(work)], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                             "--work", str(work)], capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=300,
                             env=os.environ.copy())
     if result.returncode == 3:
         pytest.skip(result.stderr.strip().splitlines()[-1])

@@ -37,9 +37,9 @@ def test_quick_speed_benchmark_writes_well_formed_results(tmp_path):
 
 def test_run_all_lists_the_speed_benchmark():
     result = subprocess.run([sys.executable, "-m", "Testing.benchmarks.run_all", "--list"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("speed:") or "\nspeed:" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "Testing.benchmarks.run_all", "--only", "nonesuch"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, encoding="utf-8", timeout=120)
     assert bad.returncode == 2 and "unknown benchmark" in bad.stderr

@@ -25,7 +25,7 @@ def test_header_has_what_a_user_needs(trained_bundle):
         assert key in header, key
     assert header["source_modality"] == "MR" and header["target_modality"] == "CT"
     assert header["label_names"] == ["lesion", "none"]
-    assert header["normalisation"]["target"]["method"] == "ct_hu"
+    assert header["normalisation"]["target"]["method"] == "ct_hu_piecewise"
     assert set(header["versions"]) >= {"duiit", "torch", "numpy", "SimpleITK"}
     bundle = load_bundle(trained_bundle)
     assert bundle.has_translator

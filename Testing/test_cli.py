@@ -157,6 +157,6 @@ def test_two_process_distributed_training_with_gloo(mr_cohort, tmp_path):
          "--master_port", str(port),
          "-m", "duiit", "train", "--manifest", str(mr_cohort), "--source", "MR", "--task", "classification",
          "-o", str(out), "--iterations", "3", "--device", "cpu", *TINY],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
+        capture_output=True, text=True, encoding="utf-8", timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_header(out)["training"]["world_size"] == 2

@@ -1,20 +1,38 @@
 """Intensity normalisation: CT HU inversion, MR percentiles, PET SUV(bw) from the DICOM tags of a series."""
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
+import torch
 
 from dicom_factory import pet_tags, write_series
 from duiit.dicom_series import find_series
-from duiit.normalisation import hu_to_unit, normalise, unit_to_hu
+from duiit.normalisation import apply_normalisation, fit_normalisation, hu_to_unit, normalise, unit_to_hu
 from duiit.suv import suv_factor
 from duiit.volume_io import read_volume
 
 
-def test_ct_mapping_is_invertible_to_float_error():
+@pytest.mark.parametrize("record", [None, {"method": "ct_hu", "low": -1024.0, "high": 3071.0}],
+                         ids=["piecewise", "linear (older bundles)"])
+def test_ct_mapping_is_invertible_to_float_error(record):
     hu = np.linspace(-1024, 3071, 100001, dtype=np.float32)
-    back = unit_to_hu(hu_to_unit(hu))
+    unit = hu_to_unit(hu, record)
+    assert np.all(np.diff(unit) > 0)  # strictly monotone, so invertible
+    back = unit_to_hu(unit, record)
     assert np.abs(back - hu).max() < 1e-3
-    assert hu_to_unit(np.array([-3000.0, 5000.0])).tolist() == [-1.0, 1.0]  # clipped outside the range
+    assert hu_to_unit(np.array([-3000.0, 5000.0]), record).tolist() == pytest.approx([-1.0, 1.0])  # clipped
+    tensor = torch.from_numpy(hu)
+    assert torch.allclose(hu_to_unit(tensor, record), torch.from_numpy(unit), atol=1e-6)  # same map in torch
+
+
+def test_ct_mapping_gives_soft_tissue_most_of_the_range():
+    record = fit_normalisation(np.zeros(1, np.float32), "CT")
+    assert record["method"] == "ct_hu_piecewise"
+    soft = float(np.ptp(apply_normalisation(np.array([-150.0, 150.0]), record))) / 2.0
+    linear = float(np.ptp(hu_to_unit(np.array([-150.0, 150.0]), {"method": "ct_hu"}))) / 2.0
+    assert soft >= 0.4 and soft > 5 * linear
+    lesion = np.diff(apply_normalisation(np.array([30.0, 80.0]), record))[0]  # a hyperdense lesion in the brain
+    assert lesion > 0.1
 
 
 def test_mr_percentile_scaling_is_robust_to_outliers():

@@ -88,6 +88,12 @@ WRONG_TYPES = {
     "task as a number": lambda h: h.update(task=1),
     "metrics as a list": lambda h: h.update(metrics=[1, 2]),
     "normalisation as null": lambda h: h.update(normalisation=None),
+    "no CT mapping": lambda h: h["normalisation"].pop("target"),
+    "CT mapping unknown": lambda h: h["normalisation"].update(target={"method": "percentile"}),
+    "CT knots falling": lambda h: h["normalisation"]["target"].update(knots_hu=[0.0, -150.0, 150.0, 3071.0]),
+    "CT knots NaN": lambda h: h["normalisation"]["target"].update(knots_unit=[-1.0, float("nan"), 0.3, 1.0]),
+    "CT knots unpaired": lambda h: h["normalisation"]["target"].update(knots_unit=[-1.0, 1.0]),
+    "CT knots as text": lambda h: h["normalisation"]["target"].update(knots_hu="-1024,3071"),
 }
 
 

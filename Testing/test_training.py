@@ -6,6 +6,7 @@ import torch
 
 from duiit.cohort import build_cohort
 from duiit.errors import DuiitError
+from duiit.losses import task_loss
 from duiit.manifest import read_manifest
 from duiit.networks import NetworkConfig
 from duiit.phantom import write_phantom_cohort
@@ -56,6 +57,18 @@ def test_guided_and_unguided_steps_update_g_differently(cohort):
         trainer.run()
         weights.append(torch.cat([p.flatten() for p in trainer.translator.to_target.parameters()]))
     assert not torch.allclose(weights[0], weights[1])
+
+
+def test_task_floor_drops_the_slices_c_is_already_sure_of():
+    outputs = torch.tensor([[4.0, -4.0], [0.0, 0.0], [-1.0, 1.0]], requires_grad=True)  # sure, unsure, wrong
+    labels = torch.tensor([0, 0, 0])
+    plain = task_loss(outputs, labels, "classification")
+    floored = task_loss(outputs, labels, "classification", floor=0.2)
+    (gradient,) = torch.autograd.grad(floored, outputs)
+    assert gradient[0].abs().sum() == 0 and gradient[1].abs().sum() > 0 and gradient[2].abs().sum() > 0
+    assert 0 < floored < plain
+    values = torch.tensor([[0.1], [2.0]])
+    assert task_loss(values, torch.tensor([0.0, 0.0]), "regression", floor=0.5) == pytest.approx((4.0 - 0.5) / 2)
 
 
 def test_task_weight_is_zero_during_warm_up_then_ramps():

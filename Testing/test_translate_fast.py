@@ -9,8 +9,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from duiit.bundle import Bundle
 from duiit.errors import DuiitError
-from duiit.normalisation import apply_normalisation, fit_normalisation
+from duiit.normalisation import apply_normalisation, fit_normalisation, hu_to_unit, unit_to_hu
 from duiit.slices import AxialLayout, from_axial, resize, to_axial, volume_to_slices
 from duiit.translate import FastPath, translate_volume, unit_affine
 from Testing.benchmarks.common import head_volume, make_bundle, reference_translate
@@ -262,3 +263,16 @@ def test_cuda_pipeline_logic_matches_the_cpu_pipeline(bundle, monkeypatch, pinne
     assert [s["index"] for s in result.prediction["slices"]] == [s["index"] for s in expected.prediction["slices"]]
     assert np.allclose(result.prediction["volume"]["probabilities"], expected.prediction["volume"]["probabilities"],
                        atol=1e-5)
+
+
+def test_a_bundle_with_the_earlier_linear_ct_map_is_translated_with_that_map(bundle):
+    """The HU come from the map the bundle records, not from the current one."""
+    linear = {"method": "ct_hu", "low": -1024.0, "high": 3071.0}
+    old = Bundle(bundle.path, {**bundle.header, "normalisation": {**bundle.header["normalisation"], "target": linear}},
+                 bundle.tensors)
+    image = source_image(DIRECTIONS["ras"], shape=(6, 32, 32))  # the network's size: no resize in between
+    current = sitk.GetArrayFromImage(translate_volume(bundle, image, device="cpu").ct)
+    earlier = sitk.GetArrayFromImage(translate_volume(old, image, device="cpu").ct)
+    same_unit = unit_to_hu(hu_to_unit(current), linear)
+    assert np.abs(earlier - same_unit).max() < 0.05
+    assert np.abs(earlier - current).max() > 10  # the two maps do differ

@@ -21,6 +21,7 @@ from safetensors.torch import save as save_safetensors
 from . import __version__
 from .atomic import atomic_path
 from .errors import DuiitError
+from .normalisation import ct_knots
 from .networks import CycleTranslator, NetworkConfig, SlicePredictor, predictor_outputs
 
 FORMAT = "duiit-bundle"
@@ -225,6 +226,14 @@ def _check_header_types(path, header: dict) -> None:
         if type(value) is not int or not low <= value <= high:
             raise DuiitError(f"{path}: bundle network {key} = {str(value)[:20]} is not a whole number from "
                              f"{low} to {high}")
+    target = header["normalisation"].get("target")
+    if not isinstance(target, dict):
+        raise DuiitError(f"{path}: bundle header lacks its CT mapping (normalisation.target)")
+    try:
+        ct_knots(target)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise DuiitError(f"{path}: bundle normalisation.target is not a usable CT mapping "
+                         f"({str(exc)[:120] or type(exc).__name__})") from None
     config = NetworkConfig.from_dict(network)
     size, down = config.image_size, config.generator_downsamplings
     if size % 2 ** down or size >> down < 2 or size >> config.predictor_depth < 1:

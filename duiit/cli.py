@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda-task", type=float, default=1.0, help="weight of the predictor's loss in G's loss")
     p.add_argument("--warmup", type=float, default=0.2, help="fraction of iterations before guidance starts")
     p.add_argument("--no-guidance", action="store_true", help="ablation: detach G(source) before the predictor")
+    p.add_argument("--task-floor", type=float, default=0.0,
+                   help="count G's task loss per slice only above this (e.g. 0.2), so G stops exaggerating "
+                        "what the predictor already finds (default 0: the plain loss)")
     p.add_argument("--classes", help="comma-separated class names (default: the labels found)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -118,10 +121,12 @@ def cmd_train(args):
         raise DuiitError(f"--image-size {network.image_size}: must be a multiple of 4, at least 16")
     if args.iterations < 1 or args.batch_size < 1 or args.checkpoint_every < 1:
         raise DuiitError("--iterations, --batch-size and --checkpoint-every must be positive")
+    if not args.task_floor >= 0:
+        raise DuiitError(f"--task-floor {args.task_floor}: must be 0 or more")
     options = TrainingOptions(method=args.method, task=args.task, source=args.source, target=args.target,
                               iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
                               lambda_task=args.lambda_task, warmup=args.warmup, guidance=not args.no_guidance,
-                              checkpoint_every=args.checkpoint_every, seed=args.seed)
+                              task_floor=args.task_floor, checkpoint_every=args.checkpoint_every, seed=args.seed)
     progress = Progress(json_lines=args.progress_json)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:

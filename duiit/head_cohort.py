@@ -492,7 +492,10 @@ T1_HU_SMOOTHING_MM = 1.5
 def simulate_t1_from_ct(hu: np.ndarray, grid: sitk.Image, rng: np.random.Generator) -> tuple:
     """A T1-like MR SIMULATED from real CT HU: the tissue mapping T1_FROM_HU on HU smoothed by 1.5 mm (so
     CT noise does not flip tissue classes), a smooth multiplicative bias field (+-15 %), scaled to ~1000, and
-    Rician noise (1.5 % of 1000). Not a real MR; for measuring translation fidelity against the real CT."""
+    Rician noise (1.5 % of 1000). Not a real MR; for measuring translation fidelity against the real CT.
+    `hu` should be the CT before its simulated scanner noise (make_case's "clean"): at 2-4 mm pixels a 1.5 mm
+    smoothing cannot remove that noise, which crosses the steep grey/white-matter knots and turns the MR to
+    salt and pepper, unlike any real T1 the translators are trained on."""
     smooth = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(_like(hu.astype(np.float32), grid),
                                                                     T1_HU_SMOOTHING_MM))
     knots_hu, knots_t1 = zip(*T1_FROM_HU)
@@ -504,7 +507,7 @@ def simulate_t1_from_ct(hu: np.ndarray, grid: sitk.Image, rng: np.random.Generat
     imaginary = rng.normal(0.0, sd, size=signal.shape)
     mr = np.sqrt(real * real + imaginary * imaginary).astype(np.float32)
     return mr, {"mapping": "T1_FROM_HU (HU, T1) knots", "knots": [list(k) for k in T1_FROM_HU],
-                "hu_smoothing_mm": T1_HU_SMOOTHING_MM, "bias_field_amplitude": round(bias, 4), "rician_noise_sd": sd,
+                "hu_smoothing_mm": T1_HU_SMOOTHING_MM, "from": "the CT before its scanner-noise jitter", "bias_field_amplitude": round(bias, 4), "rician_noise_sd": sd,
                 "note": SIMULATED_MR_NOTE}
 
 
@@ -534,13 +537,15 @@ def _case_rng(seed: int, role: str, index: int) -> np.random.Generator:
 
 
 def make_case(volume: RealVolume, preset: str, rng: np.random.Generator, n_lesions: int) -> dict:
-    """One augmented patient: {"grid", "image", "head", "lesion_mask", "record"} (image: int16 HU for CT,
-    float32 for MR; lesion_mask: 1 simulated lesion, 2 real tumour)."""
+    """One augmented patient: {"grid", "image", "clean", "head", "lesion_mask", "record"} (image: int16 HU for
+    CT, float32 for MR; clean: the image before its intensity jitter and noise; lesion_mask: 1 simulated
+    lesion, 2 real tumour)."""
     augmentation = Augmentation.random(rng)
     data = augmented(volume, preset, augmentation)
     grid = data["grid"]
     lesions = place_lesions(data["brain"], grid, n_lesions, rng, volume.modality, avoid=data["tumour"])
     image, mask = insert_lesions(data["image"], data["brain"], lesions, grid, volume.modality, rng)
+    clean = image
     if volume.modality == "CT":
         image, jitter = jitter_ct(image, rng)
     else:
@@ -551,7 +556,8 @@ def make_case(volume: RealVolume, preset: str, rng: np.random.Generator, n_lesio
               "real_tumour_voxels": int((data["tumour"] > 0).sum()), "size": list(grid.GetSize()),
               "spacing_mm": [round(s, 4) for s in grid.GetSpacing()],
               "lesion_slices": [int(k) for k in np.nonzero(mask.reshape(mask.shape[0], -1).any(1))[0]]}
-    return {"grid": grid, "image": image, "head": data["head"], "lesion_mask": mask, "record": record}
+    return {"grid": grid, "image": image, "clean": clean, "head": data["head"], "lesion_mask": mask,
+            "record": record}
 
 
 def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small", n_check=2,
@@ -609,7 +615,7 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
             patient = f"CHECK-{index + 1:02d}"
             rng = _case_rng(seed, "CHECK", index)
             case = make_case(ct_volume, size, rng, 0)
-            mr, simulation = simulate_t1_from_ct(case["image"].astype(np.float32), case["grid"], rng)
+            mr, simulation = simulate_t1_from_ct(case["clean"].astype(np.float32), case["grid"], rng)
             names = {"path": f"check/{patient}_mr_simulated.nii.gz", "paired_ct": f"check/{patient}_ct.nii.gz",
                      "head_mask": f"check/{patient}_head.nii.gz"}
             _write(mr, case["grid"], tmp / names["path"])

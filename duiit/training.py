@@ -48,6 +48,7 @@ class TrainingOptions:
     warmup: float = 0.2              # fraction of the joint phase before guidance starts
     ramp: float = 0.2                # fraction over which the task weight rises to lambda_task
     guidance: bool = True            # False: ablation, G(source) detached before C (authors' code)
+    task_floor: float = 0.0          # > 0: G's task loss per slice counts only above this (losses.task_loss)
     pool_size: int = 50
     checkpoint_every: int = 100
     seed: int = 0
@@ -202,7 +203,7 @@ class Trainer:
                                      + F.l1_loss(out["idt_source"].float(), source))
                 total = total + o.lambda_cycle * o.lambda_identity * parts["identity"]
             if weight > 0:
-                parts["task_g"] = task_loss(self.predictor(out["fake_target"]), source_labels, o.task)
+                parts["task_g"] = task_loss(self.predictor(out["fake_target"]), source_labels, o.task, o.task_floor)
                 total = total + weight * parts["task_g"]
         return total, parts, out
 

@@ -336,6 +336,7 @@ def translate_volume(bundle: Bundle, image: sitk.Image, device="auto", series_ta
     job.source = job.layout.view(array)             # (slices, rows, columns): a view, no copy
     record = fit_normalisation(job.layout.subsample(array), header["source_modality"], series_tags)
     job.scale, job.offset = unit_affine(record)
+    job.ct_record = header["normalisation"]["target"]
     job.ct = _Output(image, job.layout)
     job.error = _Output(image, job.layout) if with_error_map else None
     with torch.inference_mode():
@@ -363,6 +364,7 @@ class _Job:
     source: np.ndarray = None
     scale: float = 1.0
     offset: float = 0.0
+    ct_record: dict = None      # the bundle's CT normalisation: network units -> HU
     ct: _Output = None
     error: _Output = None
 
@@ -385,7 +387,7 @@ def _run_cpu(job: _Job) -> None:
         net_in = small[:count]
         fake = job.to_ct(net_in)
         job.predictions.add(fake, start)
-        hu = unit_to_hu(fake)  # at the network size: the affine map commutes with the (convex) resize
+        hu = unit_to_hu(fake, job.ct_record)  # at the network size, then resized in HU
         error = (job.to_source(fake) - net_in).abs_() if job.error is not None else None
         for i in range(0, count, chunk):
             j = min(i + chunk, count)
@@ -436,7 +438,7 @@ def _run_cuda(job: _Job) -> None:
         fake_all = job.to_ct(net_in)
         fake = fake_all[:count]
         job.predictions.add(fake, start)
-        results = [resize(unit_to_hu(fake), (height, width))[:, 0]]
+        results = [resize(unit_to_hu(fake, job.ct_record), (height, width))[:, 0]]
         if job.error is not None:
             error = (job.to_source(fake_all)[:count] - net_in[:count]).abs_()
             results.append(resize(error, (height, width))[:, 0])
@@ -503,7 +505,8 @@ def predict_volume(bundle: Bundle, ct_image: sitk.Image, device="auto") -> dict:
         raise DuiitError(f"{bundle.path}: predicts {bundle.header['target_modality']}, not CT")
     predictor = _predictor(bundle, device)
     axial = to_axial(ct_image)
-    slices = volume_to_slices(hu_to_unit(sitk.GetArrayViewFromImage(axial).astype(np.float32)),
+    slices = volume_to_slices(hu_to_unit(sitk.GetArrayViewFromImage(axial).astype(np.float32),
+                                         bundle.header["normalisation"]["target"]),
                               bundle.network.image_size)
     header = bundle.header
     keep = informative(slices)

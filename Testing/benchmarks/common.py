@@ -52,6 +52,7 @@ def command_line() -> str:
 def make_bundle(path, preset: str = "small", seed: int = 0, task: str = "classification", **overrides):
     """A bundle with freshly initialised networks (N(0, 0.02), as training starts), loaded back."""
     from duiit.bundle import load_bundle, save_bundle
+    from duiit.normalisation import fit_normalisation
     from duiit.networks import PRESETS, CycleTranslator, NetworkConfig, SlicePredictor, init_weights
     config = NetworkConfig(**{**PRESETS[preset].to_dict(), **overrides})
     torch.manual_seed(seed)
@@ -62,7 +63,7 @@ def make_bundle(path, preset: str = "small", seed: int = 0, task: str = "classif
     header = {"source_modality": "MR", "target_modality": "CT", "task": task,
               "label_names": ["none", "lesion"] if task == "classification" else [],
               "regression_scale": [50.0, 10.0], "method": "duiit", "network": config.to_dict(),
-              "normalisation": {"target": {"method": "ct_hu"}, "source": {"method": "percentile"}},
+              "normalisation": {"target": fit_normalisation(np.zeros(1), "CT"), "source": {"method": "percentile"}},
               "benchmark": f"untrained {preset} networks, seed {seed}"}
     save_bundle(path, header, {"translator": translator, "predictor": predictor})
     return load_bundle(path)
@@ -113,7 +114,7 @@ def reference_translate(bundle, image: sitk.Image, predict: bool = True):
     fakes = []
     for k in range(depth):
         fake = translator.to_target(volume_to_slices(unit[k:k + 1], size))
-        ct[k] = unit_to_hu(resize(fake, (height, width)))[0, 0].detach().numpy()
+        ct[k] = resize(unit_to_hu(fake, header["normalisation"]["target"]), (height, width))[0, 0].detach().numpy()
         fakes.append(fake.detach())
     out = sitk.GetImageFromArray(ct)
     out.CopyInformation(axial)

@@ -225,7 +225,7 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
     options = TrainingOptions(method=base, task="classification", source="MR", target="CT",
                               iterations=args.iterations, batch_size=args.batch_size, lambda_task=args.lambda_task,
                               warmup=args.warmup, guidance=method != ABLATION, seed=seed,
-                              source_weight=args.source_weight,
+                              source_weight=args.source_weight, task_floor=args.task_floor,
                               checkpoint_every=10 ** 9)
     curve, paused = [], [0.0]
 
@@ -392,10 +392,11 @@ def memory_bundle(trainer, options, network):
     """The trainer's current networks as an in-memory Bundle (what load_bundle would return), for translate_volume."""
     from duiit.bundle import Bundle
     from duiit.distributed import unwrap
+    from duiit.normalisation import fit_normalisation
     header = {"format": "duiit-bundle", "format_version": 1, "source_modality": options.source,
               "target_modality": options.target, "task": options.task, "label_names": trainer.cohort.label_names,
               "method": options.method, "regression_scale": list(trainer.regression_scale),
-              "network": network.to_dict(), "normalisation": {}}
+              "network": network.to_dict(), "normalisation": {"target": fit_normalisation(np.zeros(1), "CT")}}
     tensors = {f"{prefix}.{k}": v.detach().cpu().clone()
                for prefix, module in (("translator", unwrap(trainer.translator)),
                                       ("predictor", unwrap(trainer.predictor)))
@@ -579,7 +580,8 @@ def _render_run(n: int, run: dict) -> list:
            "steps), "
            f"batch {run['settings']['batch_size']}, network preset `small` at {run['settings']['image_size']} px, "
            f"lambda_task {run['settings']['lambda_task']}, warm-up {run['settings']['warmup']}, source weight b "
-           f"{run['settings'].get('source_weight', 1.0)}, predictor width/depth "
+           f"{run['settings'].get('source_weight', 1.0)}, task floor {run['settings'].get('task_floor', 0.0)}, "
+           "predictor width/depth "
            f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}, seeds "
            f"{run['settings']['seeds']}",
            f"- Cohort: {c['what']}.",
@@ -723,6 +725,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lambda-task", type=float, default=1.0)
     p.add_argument("--warmup", type=float, default=0.2)
+    p.add_argument("--task-floor", type=float, default=0.0,
+                   help="G's task loss per slice counts only above this (0: the plain loss)")
     p.add_argument("--methods", default=",".join(BASE_METHODS),
                    help=f"comma-separated, from {', '.join(BASE_METHODS + (ABLATION,))} (default: the four methods)")
     p.add_argument("--ablation", action="store_true", help="also duiit with guidance off")
@@ -804,7 +808,7 @@ def run(argv=None) -> dict:
                   "settings": {"iterations": args.iterations, "batch_size": args.batch_size,
                                "image_size": network.image_size, "network": network.to_dict(),
                                "lambda_task": args.lambda_task, "warmup": args.warmup, "seeds": seeds,
-                               "source_weight": args.source_weight,
+                               "source_weight": args.source_weight, "task_floor": args.task_floor,
                                "methods": args.method_list + ([FRESH] if args.fresh_predictor else []),
                                "cohort_spec": spec, "cohort_seed": args.cohort_seed, "quick": args.quick},
                   "cohort": cohort_description(manifest, cohort), "records": []}

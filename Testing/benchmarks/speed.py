@@ -137,7 +137,8 @@ def _plain_on(device, bundle, image):
     ct, fakes = np.empty(unit.shape, np.float32), []
     for k in range(unit.shape[0]):
         fake = translator.to_target(volume_to_slices(unit[k:k + 1], bundle.network.image_size).to(device))
-        ct[k] = unit_to_hu(resize(fake, unit.shape[1:]))[0, 0].detach().cpu().numpy()
+        ct[k] = resize(unit_to_hu(fake, bundle.header["normalisation"]["target"]),
+                       unit.shape[1:])[0, 0].detach().cpu().numpy()
         fakes.append(fake.detach())
     slices = torch.cat(fakes)
     for k in torch.nonzero(informative(slices))[:, 0].tolist():
