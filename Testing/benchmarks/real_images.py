@@ -37,7 +37,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -77,19 +76,12 @@ def log(message: str) -> None:
 
 
 def machine() -> dict:
-    import torch
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(), "platform": platform.platform(), "load_average_at_start": load,
-            "device": "cpu"}
+    """common.machine() under the keys this benchmark's results have always used."""
+    from Testing.benchmarks.common import machine as describe
+    info = describe()
+    return {"cpu": info["cpu"], "cores": info["cpu_count"], "torch": info["torch"],
+            "torch_threads": info["torch_threads"], "python": info["python"], "platform": info["platform"],
+            "load_average_at_start": info.get("load_average"), "device": "cpu"}
 
 
 def make_cohort(work: Path, spec: dict, seed: int, cache_dir=None) -> Path:
