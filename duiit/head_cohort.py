@@ -507,7 +507,8 @@ def simulate_t1_from_ct(hu: np.ndarray, grid: sitk.Image, rng: np.random.Generat
     imaginary = rng.normal(0.0, sd, size=signal.shape)
     mr = np.sqrt(real * real + imaginary * imaginary).astype(np.float32)
     return mr, {"mapping": "T1_FROM_HU (HU, T1) knots", "knots": [list(k) for k in T1_FROM_HU],
-                "hu_smoothing_mm": T1_HU_SMOOTHING_MM, "from": "the CT before its scanner-noise jitter", "bias_field_amplitude": round(bias, 4), "rician_noise_sd": sd,
+                "hu_smoothing_mm": T1_HU_SMOOTHING_MM, "from": "the CT before its scanner-noise jitter",
+                "bias_field_amplitude": round(bias, 4), "rician_noise_sd": sd,
                 "note": SIMULATED_MR_NOTE}
 
 
