@@ -92,7 +92,7 @@ def fit_normalisation(array: np.ndarray, modality: str, dicom_tags=None) -> dict
 def apply_normalisation(array: np.ndarray, record: dict) -> np.ndarray:
     """Apply a record from `fit_normalisation` (to a whole volume or a chunk of its slices)."""
     if record["method"] in ("ct_hu", "ct_hu_piecewise"):
-        return hu_to_unit(array.astype(np.float32), record).astype(np.float32)
+        return hu_to_unit(array.astype(np.float32), record).astype(np.float32, copy=False)
     if record["method"] == "suv":
         return _linear(array * record["factor"], record["low"], record["high"])
     return _linear(array, record["low"], record["high"])
