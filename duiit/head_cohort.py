@@ -1,8 +1,9 @@
 """Labelled head MR -> CT cohorts built from the real sample volumes (issue 4), for the demo and benchmark.
 
 Only a few real head volumes are reachable from the package registries (see :mod:`duiit.sample_data`):
-ONE real CT (InVesalius Cranium) and three real T1 MRs (Colin27; pyradiomics brain1 and brain2, which
-carry real enhancing tumours). Every "patient" here is therefore a random augmentation of one of those
+ONE real CT (InVesalius Cranium) and three real single-subject T1 MRs (Colin27; pyradiomics brain1 and
+brain2, which carry real enhancing tumours); two averaged full-head T1s (MNI152, pydeface's mean head) can
+be added (``mr_volumes``). Every "patient" here is therefore a random augmentation of one of those
 real volumes, and ``cohort.json`` says so. What is and what is not real:
 
 * Anatomy and intensities: real, resampled onto a common head frame (axial slices in LPS order, in-plane
@@ -218,14 +219,31 @@ def prepare_mr(image: sitk.Image, name: str, brain: sitk.Image | None = None,
     return RealVolume(name, "MR", mr, head, brain_mask, tumour_mask, centre, z_top, z_bottom, 0.0, note=how)
 
 
-def load_real_volumes(samples: dict) -> list:
-    """RealVolumes from the sample_data paths: [CT, Colin27 MR, brain1 MR, brain2 MR]."""
-    read = lambda key: sitk.ReadImage(str(samples[key]))  # noqa: E731
+# real T1 MR -> (brain mask or skull-stripped image, real tumour mask) among the sample images
+MR_VOLUMES = {
+    "colin27_t1": ("colin27_brain", None),
+    "brain1_t1": (None, "brain1_tumour"),
+    "brain2_t1": (None, "brain2_tumour"),
+    "mni152_t1": ("mni152_brain", None),
+    "mean_head_t1": (None, None),
+}
+# The MNI152 and mean-head T1s are averages of many heads; adding them (5 MRs instead of 3) made no
+# difference that the seed spread could resolve (benchmark run 18), so the default stays the three single heads.
+DEFAULT_MR_VOLUMES = ("colin27_t1", "brain1_t1", "brain2_t1")
+
+
+def load_real_volumes(samples: dict, mr_names=None) -> list:
+    """RealVolumes from the sample_data paths: [CT, then the MRs named in MR_VOLUMES (default:
+    DEFAULT_MR_VOLUMES)]."""
+    read = lambda key: sitk.ReadImage(str(samples[key])) if key else None  # noqa: E731
+    mr_names = list(mr_names or DEFAULT_MR_VOLUMES)
+    unknown = [name for name in mr_names if name not in MR_VOLUMES]
+    if unknown or not mr_names:
+        raise DuiitError(f"unknown real MR volume(s) {unknown} (known: {', '.join(MR_VOLUMES)})")
     try:
-        return [prepare_ct(read("cranium_ct")),
-                prepare_mr(read("colin27_t1"), "colin27_t1", brain=read("colin27_brain")),
-                prepare_mr(read("brain1_t1"), "brain1_t1", tumour=read("brain1_tumour")),
-                prepare_mr(read("brain2_t1"), "brain2_t1", tumour=read("brain2_tumour"))]
+        return [prepare_ct(read("cranium_ct"))] + [
+            prepare_mr(read(name), name, brain=read(MR_VOLUMES[name][0]), tumour=read(MR_VOLUMES[name][1]))
+            for name in mr_names]
     except (KeyError, RuntimeError) as exc:
         raise DuiitError(f"cannot read the sample images ({str(exc).strip().splitlines()[-1][:200]})") from None
 
@@ -563,14 +581,15 @@ def make_case(volume: RealVolume, preset: str, rng: np.random.Generator, n_lesio
 
 def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small", n_check=2,
                  ct_train_fraction=0.25, lesion_fraction=0.5, cache_dir=None, samples=None,
-                 real_volumes=None, progress=None) -> Path:
+                 real_volumes=None, mr_volumes=None, progress=None) -> Path:
     """Write a labelled head MR -> CT cohort into out_dir and return the path of its manifest.csv.
 
     n_ct_patients augmentations of the real CT (split: round(ct_train_fraction * n), at least 1, "train",
-    the rest "test"), n_mr_patients augmentations of the 3 real MRs in turn (all "train"), and n_check
+    the rest "test"), n_mr_patients augmentations of the real MRs in turn (all "train"), and n_check
     held-out CT augmentations with their SIMULATED MR (check_manifest.csv). size: "tiny", "small" or
     "full" (see PRESETS). samples: {name: path} as from sample_data.fetch_all (fetched if None);
-    real_volumes: the list from load_real_volumes(samples), to reuse one already loaded.
+    real_volumes: the list from load_real_volumes(samples), to reuse one already loaded; mr_volumes: names
+    of the real MRs to use (default: DEFAULT_MR_VOLUMES), when real_volumes is None.
     out_dir is replaced as a whole (atomically) if it is an earlier cohort; any other non-empty folder is
     refused.
     """
@@ -587,7 +606,7 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
         from .sample_data import fetch_all
         samples = fetch_all(cache_dir)
     started = time.monotonic()
-    volumes = real_volumes or load_real_volumes(samples)
+    volumes = real_volumes or load_real_volumes(samples, mr_volumes)
     ct_volume, mr_volumes = volumes[0], volumes[1:]
     n_train = min(n_ct_patients - 1, max(1, int(round(ct_train_fraction * n_ct_patients))))
     plan_rng = np.random.default_rng([int(seed), 0])

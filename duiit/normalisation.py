@@ -1,7 +1,7 @@
 """Intensity normalisation per modality to the networks' range [-1, 1], and back to HU for CT.
 
 CT: fixed, invertible piecewise-linear map of [-1024, 3071] HU (soft tissue gets most of the range).
-MR: robust per-volume percentiles.
+MR: per volume, the background's level -> -1 and the median of the foreground (Otsu) -> 0.
 PT: SUV (body weight) from DICOM tags when they allow it, a fixed SUV range then; percentiles otherwise.
 The choice made for each volume is returned so it can be recorded in the bundle.
 """
@@ -21,6 +21,11 @@ CT_LOW_HU, CT_HIGH_HU = -1024.0, 3071.0
 CT_KNOTS_HU = (CT_LOW_HU, -150.0, 150.0, CT_HIGH_HU)
 CT_KNOTS_UNIT = (-1.0, -0.6, 0.3, 1.0)
 PERCENTILES = (0.5, 99.5)
+# MR has no absolute scale and T1s from different scanners differ in how bright the brain is against fat:
+# the 99.5th percentile (fat, vessels) put one T1's brain at -0.25 and another's at +0.2 in network units.
+# Anchoring the foreground's median (mostly brain in a head) at 0 puts the middle half of the head's voxels
+# of the real T1s at -0.3..+0.2 for all of them; tissue brighter than twice the median (fat) clips at 1.
+MR_FOREGROUND_MEDIAN_UNIT = 0.0
 SUV_RANGE = (0.0, 20.0)
 
 
@@ -73,11 +78,48 @@ def _subsample(array, limit=2_000_000):
     return flat[:: max(1, flat.size // limit)]
 
 
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """The grey level that best splits `values` into two classes (Otsu 1979: most between-class variance)."""
+    counts, edges = np.histogram(values, bins)
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    weight_low = np.cumsum(counts)[:-1].astype(np.float64)
+    weight_high = weight_low[-1] + counts[-1] - weight_low
+    mass_low = np.cumsum(counts * centres)[:-1]
+    mean_low = mass_low / np.maximum(weight_low, 1)
+    mean_high = (mass_low[-1] + counts[-1] * centres[-1] - mass_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(edges[1 + int(np.argmax(between))])
+
+
+def _fit_mr(sample: np.ndarray) -> dict | None:
+    """Background level -> -1, median of the voxels above the Otsu threshold -> MR_FOREGROUND_MEDIAN_UNIT;
+    None when the volume has no foreground to speak of (constant, or a few hot voxels)."""
+    low, high = np.percentile(sample, PERCENTILES)
+    # Otsu on log intensity, between the percentiles: a thick bright fat layer must not take the place of
+    # the head against the background, nor a few hot voxels.
+    offset = 0.01 * (high - low) + 1e-12
+    threshold = low - offset + math.exp(otsu_threshold(np.log(np.clip(sample, low, high) - low + offset)))
+    foreground = sample[sample > threshold]
+    if foreground.size < max(16, sample.size // 1000):
+        return None
+    median, low = float(np.median(foreground)), float(low)
+    if median <= low:
+        return None
+    high = low + (median - low) * 2.0 / (1.0 + MR_FOREGROUND_MEDIAN_UNIT)
+    return {"method": "foreground_median", "low": low, "high": high, "foreground_threshold": threshold,
+            "foreground_median": median, "foreground_fraction": round(foreground.size / sample.size, 4)}
+
+
 def fit_normalisation(array: np.ndarray, modality: str, dicom_tags=None) -> dict:
     """How to map this volume to [-1, 1], as a JSON-able record (e.g. {"method": "suv", ...})."""
     if modality == "CT":
         return {"method": "ct_hu_piecewise", "knots_hu": list(CT_KNOTS_HU), "knots_unit": list(CT_KNOTS_UNIT)}
     why_not = None
+    if modality == "MR":
+        record = _fit_mr(_subsample(array))
+        if record is not None:
+            return record
+        why_not = "no foreground above the Otsu threshold"
     if modality == "PT":
         factor, why_not = suv_factor(dicom_tags) if dicom_tags else (None, "no DICOM tags")
         if factor is not None:
@@ -85,7 +127,7 @@ def fit_normalisation(array: np.ndarray, modality: str, dicom_tags=None) -> dict
     low, high = np.percentile(_subsample(array), PERCENTILES)
     record = {"method": "percentile", "percentiles": list(PERCENTILES), "low": float(low), "high": float(high)}
     if why_not:
-        record["suv_unavailable"] = why_not
+        record["foreground_median_unavailable" if modality == "MR" else "suv_unavailable"] = why_not
     return record
 
 

@@ -16,6 +16,11 @@ brain1_t1          T1 post-contrast brain MR with a tumour, 256x256x25, 0.78x0.7
 brain1_tumour      ``pyradiomics==3.0.1`` source archive, ``data/brain1_image.nrrd`` and
 brain2_t1          ``brain1_label.nrrd`` (and brain2: 256x256x23). BSD-3.
 brain2_tumour
+mni152_t1          MNI152 (NLin6Asym) full-head T1 template, 182x218x182 at 1 mm (an average of 152
+mni152_brain       adults) and its brain mask. PyPI ``nimare`` wheel, ``resources/templates``. NiMARE
+                   is MIT; the template is (c) McConnell Brain Imaging Centre, free with its notice.
+mean_head_t1       pydeface's mean head T1 (``data/mean_reg2mean.nii.gz``), 176x256x256 at ~1 mm, face
+                   kept. PyPI ``pydeface`` wheel. MIT.
 =================  ==========================================================================
 
 The Cranium project keeps no patient position, so its NIfTI geometry is rebuilt from what the
@@ -43,6 +48,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +60,8 @@ from .errors import DuiitError
 CACHE_ENV = "DUIIT_CACHE"
 SUBFOLDER = "sample_data"
 PYRADIOMICS = "pyradiomics==3.0.1"
+NIMARE = "nimare==0.22.1"
+PYDEFACE = "pydeface==2.1.0"
 # Voxel axes of Cranium.inv3's matrix (i, j, k) in patient LPS terms: i -> L, j -> A (so -P), k -> S.
 CRANIUM_DIRECTION = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
 CRANIUM_ORIENTATION = ("axial slices; i -> patient left (DICOM column direction kept by InVesalius; "
@@ -69,13 +77,20 @@ SAMPLES = {
     "brain1_tumour": ("pyradiomics", "brain1_tumour.nii.gz", "pyradiomics brain1 tumour mask"),
     "brain2_t1": ("pyradiomics", "brain2_t1.nii.gz", "pyradiomics brain2 T1 post-contrast MR"),
     "brain2_tumour": ("pyradiomics", "brain2_tumour.nii.gz", "pyradiomics brain2 tumour mask"),
+    "mni152_t1": ("nimare", "mni152_t1.nii.gz", "MNI152 NLin6Asym full-head T1 template"),
+    "mni152_brain": ("nimare", "mni152_brain.nii.gz", "MNI152 NLin6Asym brain mask"),
+    "mean_head_t1": ("pydeface", "mean_head_t1.nii.gz", "pydeface mean head T1"),
 }
 GROUPS = {
     "invesalius": "the InVesalius Cranium CT (Debian package invesalius-examples)",
     "mricron": "the Colin27 T1 MR (Debian package mricron-data)",
     "pyradiomics": f"the pyradiomics brain MRs (PyPI source archive {PYRADIOMICS})",
+    "nimare": f"the MNI152 T1 template (PyPI wheel {NIMARE})",
+    "pydeface": f"the pydeface mean head T1 (PyPI wheel {PYDEFACE})",
 }
-LICENCES = {"invesalius": "GPL-2", "mricron": "BSD-3-Clause", "pyradiomics": "BSD-3-Clause"}
+LICENCES = {"invesalius": "GPL-2", "mricron": "BSD-3-Clause", "pyradiomics": "BSD-3-Clause",
+            "nimare": "MIT (NiMARE); MNI152 template (c) McConnell Brain Imaging Centre, free with its notice",
+            "pydeface": "MIT"}
 SUBPROCESS_TIMEOUT_S = 900
 
 
@@ -137,8 +152,8 @@ def _fetch_group(group: str, root: Path, log) -> None:
     log(f"duiit: fetching {what} into {root} ...")
     with tempfile.TemporaryDirectory(prefix="duiit-fetch-") as tmp:
         try:
-            images, source = {"invesalius": _invesalius, "mricron": _mricron,
-                              "pyradiomics": _pyradiomics}[group](Path(tmp))
+            images, source = {"invesalius": _invesalius, "mricron": _mricron, "pyradiomics": _pyradiomics,
+                              "nimare": _nimare, "pydeface": _pydeface}[group](Path(tmp))
         except DuiitError as exc:
             raise DuiitError(f"cannot fetch {what}: {exc}") from None
         except (OSError, tarfile.TarError, plistlib.InvalidFileException, ValueError, KeyError,
@@ -353,6 +368,43 @@ def _pyradiomics(tmp: Path):
     source = {"package": f"PyPI {PYRADIOMICS} source archive ({archives[0].name})",
               "member": "data/brain{1,2}_image.nrrd, data/brain{1,2}_label.nrrd"}
     return images, source
+
+
+def _wheel_members(requirement: str, members: dict, tmp: Path) -> dict:
+    """{name: image} read from the files `members` ({name: path inside the wheel}) of a PyPI wheel."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               "--disable-pip-version-check", "-q", requirement, "-d", str(tmp)]
+    result = _run(command, tmp, f"pip download {requirement}")
+    if result.returncode != 0:
+        raise DuiitError(f"pip download {requirement} failed: {_last_line(result.stderr)}")
+    wheels = sorted(tmp.glob("*.whl"))
+    if not wheels:
+        raise DuiitError(f"pip download {requirement} left no wheel")
+    images = {}
+    with zipfile.ZipFile(wheels[0]) as wheel:
+        for name, member in members.items():
+            if member not in wheel.namelist():
+                raise DuiitError(f"{wheels[0].name} has no {member}")
+            part = tmp / Path(member).name
+            part.write_bytes(wheel.read(member))
+            images[name] = _checked_mr(sitk.ReadImage(str(part)), member)
+    return images
+
+
+def _nimare(tmp: Path):
+    folder = "nimare/resources/templates/"
+    members = {"mni152_t1": folder + "tpl-MNI152NLin6Asym_res-01_T1w.nii.gz",
+               "mni152_brain": folder + "tpl-MNI152NLin6Asym_res-01_desc-brain_mask.nii.gz"}
+    images = _wheel_members(NIMARE, members, tmp)
+    if images["mni152_t1"].GetSize() != images["mni152_brain"].GetSize():
+        raise DuiitError("the MNI152 template and its brain mask differ in size")
+    return images, {"package": f"PyPI {NIMARE} wheel", "member": ", ".join(members.values())}
+
+
+def _pydeface(tmp: Path):
+    members = {"mean_head_t1": "pydeface/data/mean_reg2mean.nii.gz"}
+    return _wheel_members(PYDEFACE, members, tmp), {"package": f"PyPI {PYDEFACE} wheel",
+                                                     "member": members["mean_head_t1"]}
 
 
 def _checked_mr(image: sitk.Image, where: str) -> sitk.Image:

@@ -3,8 +3,8 @@
     python -m Testing.benchmarks.real_images [--quick] [--seeds 3] [--iterations N] [--out DIR]
 
 One labelled head MR -> CT cohort is built from the real sample images (:mod:`duiit.head_cohort`; every CT
-"patient" is an augmentation of ONE real CT, the MR patients are augmentations of 3 real T1 MRs, lesions are
-simulated), with few labelled CT patients for training, the other CT patients for testing and many labelled
+"patient" is an augmentation of ONE real CT, the MR patients are augmentations of 3 real T1 MRs (5 with
+--mr-volumes), lesions are simulated), with few labelled CT patients for training, the other CT patients for testing and many labelled
 MR patients. The same cohort and split serve every method and seed. Per seed, each method trains the same
 predictor (same network, image size, batch size and predictor iterations):
 
@@ -94,11 +94,13 @@ def make_cohort(work: Path, spec: dict, seed: int, cache_dir=None) -> Path:
     return head_cohort.build_cohort(work / "cohort", n_ct_patients=spec["n_ct_patients"],
                                     n_mr_patients=spec["n_mr_patients"], n_check=spec["n_check"], seed=seed,
                                     size=spec["size"], ct_train_fraction=spec["ct_train_fraction"],
-                                    lesion_fraction=spec["lesion_fraction"], samples=samples)
+                                    lesion_fraction=spec["lesion_fraction"], samples=samples,
+                                    mr_volumes=spec.get("mr_volumes"))
 
 
 def cohort_description(manifest: Path, cohort) -> dict:
     summary = json.loads((manifest.parent / "cohort.json").read_text())
+    mr_names = [v["name"] for v in summary["real_volumes"] if v["modality"] == "MR"]
     counts = {}
     for name in ("target_train", "target_test", "source_train"):
         slices = getattr(cohort, name)
@@ -121,7 +123,8 @@ def cohort_description(manifest: Path, cohort) -> dict:
     return {"what": summary["what"], "label_check": label_check,
             "caveats": ["all CT 'patients' are augmentations of ONE real CT (InVesalius Cranium), so the CT test "
                         "split is the same person's anatomy as the CT training split",
-                        "MR patients are augmentations of 3 real T1 MRs (Colin27, pyradiomics brain1/brain2)",
+                        "MR patients are augmentations of {} real T1 MRs ({})".format(
+                            len(mr_names), ", ".join(mr_names)),
                         "lesions are SIMULATED (CT hyperdense 65-85 HU; T1 +30-60 % of local brain); the real "
                         "tumours of brain1/brain2 count as lesions (MR only)",
                         "the paired check set's MR is SIMULATED from held-out real-CT augmentations"],
@@ -728,6 +731,9 @@ def parse_args(argv=None):
     p.add_argument("--n-ct", type=int, help=f"CT patients (default {FULL_COHORT['n_ct_patients']})")
     p.add_argument("--ct-train-fraction", type=float,
                    help=f"fraction of CT patients for training (default {FULL_COHORT['ct_train_fraction']})")
+    p.add_argument("--mr-volumes", type=lambda text: text.split(","),
+                   help="real MRs to augment, comma-separated, from duiit.head_cohort.MR_VOLUMES "
+                        "(default: DEFAULT_MR_VOLUMES, the three single-subject T1s)")
     p.add_argument("--n-mr", type=int, help=f"MR patients (default {FULL_COHORT['n_mr_patients']})")
     p.add_argument("--source-weight", type=float, default=1.0, help="b: weight of C's loss on (translated) MR")
     p.add_argument("--predictor-width", type=int, help="predictor width (default: the small preset's)")
@@ -779,7 +785,7 @@ def run(argv=None) -> dict:
     try:
         spec = dict(QUICK_COHORT if args.quick else FULL_COHORT)
         for key, value in (("n_ct_patients", args.n_ct), ("ct_train_fraction", args.ct_train_fraction),
-                           ("n_mr_patients", args.n_mr)):
+                           ("n_mr_patients", args.n_mr), ("mr_volumes", args.mr_volumes)):
             if value is not None:
                 spec[key] = value
         log(f"building the cohort in {work} ({spec})")
