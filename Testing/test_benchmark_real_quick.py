@@ -103,3 +103,22 @@ def test_results_are_appended_and_analysis_kept(quick, tmp_path):
     assert [r["tag"] for r in again["runs"]] == [run["tag"], "second"]
     text = (tmp_path / "real_images.md").read_text()
     assert "Hand-written analysis." in text and "## Run 1:" in text and "## Run 2: second" in text
+
+
+def test_a_carried_cohort_is_reused_as_built(quick, tmp_path):
+    """--cohort (for a GPU machine that cannot fetch the images) reads the cohort and how it was built."""
+    _, data, _, _ = quick
+    work = next(p for p in data["runs"][0]["command"].split() if "bench_work" in p)
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "Testing.benchmarks.real_images", "--quick", "--cohort",
+                             os.path.join(work, "cohort"), "--methods", "target-only", "--image-size", "32",
+                             "--no-fresh-predictor", "--out", str(out)],
+                            capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=300,
+                            env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((out / "real_images.json").read_text())["runs"][0]
+    first = data["runs"][0]
+    assert run["settings"]["cohort_spec"] == first["settings"]["cohort_spec"]
+    assert run["settings"]["cohort_seed"] == first["settings"]["cohort_seed"]
+    assert run["settings"]["image_size"] == 32 and run["machine"]["device"] == "cpu"
+    assert run["cohort"]["counts_by_split"] == first["cohort"]["counts_by_split"]

@@ -61,6 +61,7 @@ QUICK_COHORT = {"n_ct_patients": 3, "ct_train_fraction": 0.15, "n_mr_patients": 
 RESULTS_NAME = "real_images"
 ANALYSIS_START, ANALYSIS_END = "<!-- analysis -->", "<!-- /analysis -->"
 DEFAULT_OUT = ROOT / "Testing" / "benchmarks" / "results"
+COHORT_RECORD = "benchmark_cohort.json"
 
 
 class Unavailable(Exception):
@@ -75,13 +76,15 @@ def log(message: str) -> None:
 # machine, cohort
 
 
-def machine() -> dict:
+def machine(device="cpu") -> dict:
     """common.machine() under the keys this benchmark's results have always used."""
+    import torch
     from Testing.benchmarks.common import machine as describe
     info = describe()
     return {"cpu": info["cpu"], "cores": info["cpu_count"], "torch": info["torch"],
             "torch_threads": info["torch_threads"], "python": info["python"], "platform": info["platform"],
-            "load_average_at_start": info.get("load_average"), "device": "cpu"}
+            "load_average_at_start": info.get("load_average"), "device": str(device),
+            **({"gpu": torch.cuda.get_device_name(device)} if torch.device(device).type == "cuda" else {})}
 
 
 def make_cohort(work: Path, spec: dict, seed: int, cache_dir=None) -> Path:
@@ -91,11 +94,14 @@ def make_cohort(work: Path, spec: dict, seed: int, cache_dir=None) -> Path:
         samples = sample_data.fetch_all(cache_dir)
     except DuiitError as exc:
         raise Unavailable(f"the real sample images cannot be fetched here: {exc}") from None
-    return head_cohort.build_cohort(work / "cohort", n_ct_patients=spec["n_ct_patients"],
-                                    n_mr_patients=spec["n_mr_patients"], n_check=spec["n_check"], seed=seed,
-                                    size=spec["size"], ct_train_fraction=spec["ct_train_fraction"],
-                                    lesion_fraction=spec["lesion_fraction"], samples=samples,
-                                    mr_volumes=spec.get("mr_volumes"))
+    manifest = head_cohort.build_cohort(work / "cohort", n_ct_patients=spec["n_ct_patients"],
+                                        n_mr_patients=spec["n_mr_patients"], n_check=spec["n_check"], seed=seed,
+                                        size=spec["size"], ct_train_fraction=spec["ct_train_fraction"],
+                                        lesion_fraction=spec["lesion_fraction"], samples=samples,
+                                        mr_volumes=spec.get("mr_volumes"))
+    # how it was built, for --cohort on a machine that cannot fetch the images
+    (manifest.parent / COHORT_RECORD).write_text(json.dumps({"spec": spec, "cohort_seed": seed}, indent=1) + "\n")
+    return manifest
 
 
 def cohort_description(manifest: Path, cohort) -> dict:
@@ -229,7 +235,7 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
         if phase in ("translator", "joint") and (iteration % args.fidelity_every == 0 or iteration == total):
             t0 = time.monotonic()
             bundle = memory_bundle(trainer, options, network)
-            curve.append({"step": iteration, **paired_check(bundle, args.manifest_path)["mean"]})
+            curve.append({"step": iteration, **paired_check(bundle, args.manifest_path, str(device))["mean"]})
             curve[-1].pop("tissues", None)
             log(f"  {method}/seed{seed} step {iteration}: paired MAE {curve[-1].get('mae_hu', float('nan')):.1f} HU")
             paused[0] += time.monotonic() - t0
@@ -306,7 +312,7 @@ def lesion_contrast(hu: np.ndarray, lesion: np.ndarray, head: np.ndarray) -> tup
     return hu[lesion], hu[_ring(lesion) & head & (hu > -200)]
 
 
-def fidelity(bundle_path: str, manifest: Path) -> dict:
+def fidelity(bundle_path: str, manifest: Path, device: str = "cpu") -> dict:
     import csv
 
     import SimpleITK as sitk
@@ -324,7 +330,7 @@ def fidelity(bundle_path: str, manifest: Path) -> dict:
         lesion = labels > 0
         if row["modality"] == "MR":
             hu = sitk.GetArrayFromImage(translate_volume(bundle, sitk.ReadImage(str(root / row["path"])),
-                                                         device="cpu").ct)
+                                                         device=device).ct)
             translated.append(hu[head])
             a, b = lesion_contrast(hu, lesion, head)
             lesion_t.append(a), ring_t.append(b)
@@ -348,10 +354,10 @@ def fidelity(bundle_path: str, manifest: Path) -> dict:
         "real_ct_lesion_minus_ring_hu": _contrast(pooled(lesion_r), pooled(ring_r)),
         "note": "mean HU in lesion-mask voxels minus mean HU in a 1-3 voxel in-plane ring around them "
                 "(inside the head, > -200 HU); MR lesions include the real brain1/brain2 tumours"}
-    return {"unpaired": unpaired, "lesion_contrast": contrast, "paired_simulated_mr": paired_check(bundle, manifest)}
+    return {"unpaired": unpaired, "lesion_contrast": contrast, "paired_simulated_mr": paired_check(bundle, manifest, device)}
 
 
-def paired_check(bundle, manifest: Path) -> dict:
+def paired_check(bundle, manifest: Path, device: str = "cpu") -> dict:
     """Translated SIMULATED MR of the check set vs the real CT it was simulated from."""
     import csv
 
@@ -364,7 +370,7 @@ def paired_check(bundle, manifest: Path) -> dict:
     if check_manifest.is_file():
         for row in csv.DictReader(open(check_manifest)):
             hu = sitk.GetArrayFromImage(translate_volume(bundle, sitk.ReadImage(str(root / row["path"])),
-                                                         device="cpu").ct)
+                                                         device=device).ct)
             real_ct, head = _read(root / row["paired_ct"]), _read(root / row["head_mask"]) > 0
             paired.append(paired_fidelity(hu, real_ct, head))
             # no-information reference: 20 HU (brain) everywhere inside the head mask, -1000 outside
@@ -405,7 +411,7 @@ def _contrast(lesion: np.ndarray, ring: np.ndarray):
     return float(lesion.mean() - ring.mean())
 
 
-def figure(work: Path, manifest: Path, names: list, path: Path) -> None:
+def figure(work: Path, manifest: Path, names: list, path: Path, device: str = "cpu") -> None:
     """PNG: real MR lesion slices and the paired check slice, each translated by the named bundles, next to a
     real CT lesion slice (window -200..400 HU)."""
     import csv
@@ -443,7 +449,7 @@ def figure(work: Path, manifest: Path, names: list, path: Path) -> None:
         axes[i, 0].imshow(array[k], cmap="gray")
         axes[i, 0].set_title(f"{r['patient_id']} {kind}", fontsize=6)
         for j, b in enumerate(bundles):
-            ct = sitk.GetArrayFromImage(translate_volume(b, image, device="cpu").ct)[k]
+            ct = sitk.GetArrayFromImage(translate_volume(b, image, device=device).ct)[k]
             axes[i, 1 + j].imshow(ct, cmap="gray", vmin=-200, vmax=400)
             axes[i, 1 + j].set_title(f"{names[j]} -> CT", fontsize=6)
         if r.get("paired_ct"):
@@ -567,8 +573,9 @@ def _render_run(n: int, run: dict) -> list:
     out = [title, "",
            f"- Command: `{run['command']}`",
            f"- Machine: {m['cpu']}, {m['cores']} cores (shared; load average at start "
-           f"{', '.join(f'{x:.1f}' for x in m.get('load_average_at_start') or [])}), torch {m['torch']} on CPU with "
-           f"{m['torch_threads']} thread(s), Python {m['python']}",
+           f"{', '.join(f'{x:.1f}' for x in m.get('load_average_at_start') or [])}), torch {m['torch']} on "
+           + (f"{m['gpu']} ({m['device']})" if m.get("gpu") else f"CPU with {m['torch_threads']} thread(s)")
+           + f", Python {m['python']}",
            f"- Wall time: {run.get('wall_seconds', 0) / 60:.1f} min",
            f"- Settings: {run['settings']['iterations']} predictor iterations per method (cyclegan: also "
            f"{run['settings']['iterations']} translator steps first; duiit: {run['settings']['iterations']} joint "
@@ -738,6 +745,14 @@ def parse_args(argv=None):
     p.add_argument("--source-weight", type=float, default=1.0, help="b: weight of C's loss on (translated) MR")
     p.add_argument("--predictor-width", type=int, help="predictor width (default: the small preset's)")
     p.add_argument("--predictor-depth", type=int, help="predictor conv stages (default: the small preset's)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    p.add_argument("--image-size", type=int, help="network input size in pixels (default: the small preset's, 64)")
+    p.add_argument("--cohort-size", choices=("tiny", "small", "full"),
+                   help="cohort grid (duiit.head_cohort.PRESETS; default tiny: 64 px, 8 mm slices)")
+    p.add_argument("--cohort", help="use the cohort already built in this folder (by --build-cohort-only; "
+                                    "for a machine that cannot fetch the sample images)")
+    p.add_argument("--build-cohort-only", action="store_true",
+                   help="build the cohort into --work/cohort and stop (to carry it to a GPU machine)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared 2-core machine "
                                                           "2 threads were 4-10x slower per step)")
     p.add_argument("--out", help=f"results folder (default {DEFAULT_OUT.relative_to(ROOT)}; quick: a temp folder)")
@@ -761,6 +776,8 @@ def parse_args(argv=None):
     if unknown or not methods:
         p.error(f"unknown method(s) {unknown}; choose from {', '.join(BASE_METHODS + (ABLATION,))}")
     args.method_list = methods + ([ABLATION] if args.ablation and ABLATION not in methods else [])
+    if args.build_cohort_only and not args.work:
+        p.error("--build-cohort-only needs --work (where the cohort is kept)")
     args.fresh_predictor = args.fresh_predictor and "duiit" in methods
     return args
 
@@ -772,6 +789,7 @@ def run(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     from duiit.cohort import build_cohort as load_cohort
     from duiit.manifest import read_manifest
+    from duiit.device import resolve_device
     from duiit.networks import PRESETS, NetworkConfig
 
     started_wall = time.monotonic()
@@ -785,16 +803,26 @@ def run(argv=None) -> dict:
     try:
         spec = dict(QUICK_COHORT if args.quick else FULL_COHORT)
         for key, value in (("n_ct_patients", args.n_ct), ("ct_train_fraction", args.ct_train_fraction),
-                           ("n_mr_patients", args.n_mr), ("mr_volumes", args.mr_volumes)):
+                           ("n_mr_patients", args.n_mr), ("mr_volumes", args.mr_volumes),
+                           ("size", args.cohort_size)):
             if value is not None:
                 spec[key] = value
-        log(f"building the cohort in {work} ({spec})")
-        manifest = make_cohort(work, spec, args.cohort_seed, args.cache)
+        device, device_message = resolve_device(args.device)
+        log(device_message)
+        if args.cohort:
+            manifest = Path(args.cohort) / "manifest.csv"
+            built = json.loads((manifest.parent / COHORT_RECORD).read_text())
+            spec, args.cohort_seed = built["spec"], built["cohort_seed"]
+            log(f"using the cohort in {manifest.parent} ({spec}, cohort seed {args.cohort_seed})")
+        else:
+            log(f"building the cohort in {work} ({spec})")
+            manifest = make_cohort(work, spec, args.cohort_seed, args.cache)
+            if args.build_cohort_only:
+                return {"built_cohort": str(manifest.parent), "summary": {}}
         network = NetworkConfig.from_dict(PRESETS["small"].to_dict())
-        for key in ("predictor_width", "predictor_depth"):
+        for key in ("predictor_width", "predictor_depth", "image_size"):
             if getattr(args, key):
                 setattr(network, key, getattr(args, key))
-        device = torch.device("cpu")
         cohort = load_cohort(read_manifest(manifest), "MR", "CT", "classification", network.image_size, 0)
         args.manifest_path = manifest
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
@@ -802,7 +830,7 @@ def run(argv=None) -> dict:
                                                                         (sys.argv[1:] if argv is None else argv))
         record = {"tag": args.tag or ("quick" if args.quick else "benchmark"), "notes": args.notes,
                   "command": command.strip(), "started": time.strftime("%Y-%m-%d %H:%M:%S"), "status": "running",
-                  "machine": machine(),
+                  "machine": machine(device),
                   "settings": {"iterations": args.iterations, "batch_size": args.batch_size,
                                "image_size": network.image_size, "network": network.to_dict(),
                                "lambda_task": args.lambda_task, "warmup": args.warmup, "seeds": seeds,
@@ -822,7 +850,7 @@ def run(argv=None) -> dict:
                         result = train_one(method, seed, args, cohort, network, device, work)
                         state = result.pop("_translator_state", None)
                         if method in TRANSLATING:
-                            result["fidelity"] = fidelity(result["bundle"], manifest)
+                            result["fidelity"] = fidelity(result["bundle"], manifest, str(device))
                             result.pop("bundle")
                     except Exception as exc:  # keep the other runs; the error is recorded and reported
                         import traceback
@@ -858,7 +886,7 @@ def run(argv=None) -> dict:
             names = [n for n in names if (work / "bundles" / f"{n}.duiit").is_file()]
             if names:
                 png = args.out / f"{RESULTS_NAME}_{args.figure}.png"
-                figure(work, manifest, names, png)
+                figure(work, manifest, names, png, str(device))
                 record["figure"] = png.name
         write_results(args.out, runs)
         log(f"done in {record['wall_seconds'] / 60:.1f} min; results in {args.out}")
@@ -874,6 +902,8 @@ def main(argv=None) -> int:
     except Unavailable as exc:
         print(f"real_images: skipped: {exc}", file=sys.stderr)
         return 3
+    if "built_cohort" in record:
+        print(record["built_cohort"])
     for method, entry in record["summary"].items():
         print(f"{method:14s} AUC {_pm(entry, 'auc')}  accuracy {_pm(entry, 'accuracy')}"
               + (f"  paired MAE {_pm(entry, 'paired_mae_hu', 1)} HU" if "paired_mae_hu" in entry else ""))
