@@ -214,3 +214,16 @@ def test_refuses_a_folder_that_is_not_a_cohort(tmp_path, real):
     assert keep.read_text() == "mine"
     with pytest.raises(DuiitError, match="unknown cohort size"):
         hc.build_cohort(tmp_path / "new", size="huge", samples=samples, real_volumes=volumes)
+
+
+def test_the_averaged_heads_can_be_chosen_and_unknown_names_are_refused(real, tmp_path):
+    samples, _ = real
+    manifest = hc.build_cohort(tmp_path / "five", n_ct_patients=2, n_mr_patients=2, n_check=0, size="tiny",
+                               samples=samples, mr_volumes=["mni152_t1", "mean_head_t1"])
+    rows = [r for r in csv.DictReader(open(manifest)) if r["modality"] == "MR"]
+    assert [r["source_volume"] for r in rows] == ["mni152_t1", "mean_head_t1"]
+    for row in rows:  # a head with a brain in it: the same tissue layout as the single-subject T1s
+        mr, head = _array(manifest.parent, row["path"]), _array(manifest.parent, row["head_mask"]) > 0
+        assert 0.1 < head.mean() < 0.6 and np.median(mr[head]) > 5 * np.median(mr[~head])
+    with pytest.raises(DuiitError, match="unknown real MR volume"):
+        hc.load_real_volumes(samples, ["colin27_t1", "nonesuch_t1"])
