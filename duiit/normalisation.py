@@ -22,9 +22,9 @@ CT_KNOTS_HU = (CT_LOW_HU, -150.0, 150.0, CT_HIGH_HU)
 CT_KNOTS_UNIT = (-1.0, -0.6, 0.3, 1.0)
 PERCENTILES = (0.5, 99.5)
 # MR has no absolute scale and T1s from different scanners differ in how bright the brain is against fat:
-# the 99.5th percentile (fat, vessels) put one T1's brain at -0.25 and another's at +0.2 in network units.
-# Anchoring the foreground's median (mostly brain in a head) at 0 puts the middle half of the head's voxels
-# of the real T1s at -0.3..+0.2 for all of them; tissue brighter than twice the median (fat) clips at 1.
+# with the 99.5th percentile (fat, vessels) as the top, the median head voxel of the augmented sample T1s
+# lay anywhere in -0.28..+0.25 (Colin27 bright, pyradiomics brain1/brain2 dark). Anchoring the foreground's
+# median (a head is mostly brain) at 0 puts it at 0.00..0.02 for all; tissue above twice it (fat) clips at 1.
 MR_FOREGROUND_MEDIAN_UNIT = 0.0
 SUV_RANGE = (0.0, 20.0)
 
