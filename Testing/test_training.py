@@ -71,6 +71,25 @@ def test_task_floor_drops_the_slices_c_is_already_sure_of():
     assert task_loss(values, torch.tensor([0.0, 0.0]), "regression", floor=0.5) == pytest.approx((4.0 - 0.5) / 2)
 
 
+def test_guide_classes_steer_g_with_those_slices_only(cohort):
+    trainer = trainer_for(cohort, guide_classes="lesion")
+    lesion, none = cohort.label_names.index("lesion"), cohort.label_names.index("none")
+    source, _ = trainer.source_sampler.sample(4, "cpu")
+    target, _ = trainer.target_sampler.sample(4, "cpu")
+    _, parts, _ = trainer.generator_loss(source, target, torch.full((4,), none), 1.0)
+    assert parts["task_g"].item() == 0.0                       # lesion-free slices do not push G
+    grads = torch.autograd.grad(parts["task_g"], list(trainer.translator.to_target.parameters()), allow_unused=True)
+    assert all(g is None or not g.any() for g in grads)
+    labels = torch.tensor([lesion, none, lesion, none])
+    torch.manual_seed(0)
+    _, parts, out = trainer.generator_loss(source, target, labels, 1.0)
+    expected = task_loss(trainer.predictor(out["fake_target"][labels == lesion]), labels[labels == lesion],
+                         "classification")
+    assert parts["task_g"].item() == pytest.approx(expected.item(), rel=1e-4)
+    with pytest.raises(DuiitError, match="'tumour' is not a label"):
+        trainer_for(cohort, guide_classes="tumour")
+
+
 def test_task_weight_is_zero_during_warm_up_then_ramps():
     options = TrainingOptions(iterations=100, warmup=0.2, ramp=0.2, lambda_task=2.0)
     values = [task_weight(options, i, 100) for i in (1, 20, 30, 40, 100)]

@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task-floor", type=float, default=0.0,
                    help="count G's task loss per slice only above this (e.g. 0.2), so G stops exaggerating "
                         "what the predictor already finds (default 0: the plain loss)")
+    p.add_argument("--guide-classes", default="",
+                   help="classification: only source slices of these classes (comma-separated, e.g. lesion) "
+                        "steer the translator (default: all), so it keeps what the predictor needs without "
+                        "wiping the rest")
     p.add_argument("--classes", help="comma-separated class names (default: the labels found)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -126,7 +130,8 @@ def cmd_train(args):
     options = TrainingOptions(method=args.method, task=args.task, source=args.source, target=args.target,
                               iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
                               lambda_task=args.lambda_task, warmup=args.warmup, guidance=not args.no_guidance,
-                              task_floor=args.task_floor, checkpoint_every=args.checkpoint_every, seed=args.seed)
+                              task_floor=args.task_floor, guide_classes=args.guide_classes,
+                              checkpoint_every=args.checkpoint_every, seed=args.seed)
     progress = Progress(json_lines=args.progress_json)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:

@@ -49,6 +49,7 @@ class TrainingOptions:
     ramp: float = 0.2                # fraction over which the task weight rises to lambda_task
     guidance: bool = True            # False: ablation, G(source) detached before C (authors' code)
     task_floor: float = 0.0          # > 0: G's task loss per slice counts only above this (losses.task_loss)
+    guide_classes: str = ""          # classification: comma-separated classes whose slices steer G ("": all)
     pool_size: int = 50
     checkpoint_every: int = 100
     seed: int = 0
@@ -84,6 +85,19 @@ def task_weight(options: TrainingOptions, iteration: int, total: int) -> float:
         return 0.0
     start, ramp = options.warmup * total, max(options.ramp * total, 1.0)
     return options.lambda_task * min(max((iteration - start) / ramp, 0.0), 1.0)
+
+
+def guide_labels(options: TrainingOptions, label_names: list):
+    """Label indices of options.guide_classes (None: every class guides G)."""
+    names = [n.strip() for n in options.guide_classes.split(",") if n.strip()]
+    if not names:
+        return None
+    if options.task != "classification":
+        raise DuiitError(f"guide classes ({options.guide_classes}) apply to classification, not {options.task}")
+    unknown = [n for n in names if n not in label_names]
+    if unknown:
+        raise DuiitError(f"guide class {unknown[0]!r} is not a label of this cohort ({', '.join(label_names)})")
+    return torch.tensor([label_names.index(n) for n in names])
 
 
 def learning_rate_factor(iteration: int, total: int) -> float:
@@ -174,6 +188,7 @@ class Trainer:
         self.source_sampler = BatchSampler(cohort.source_train, options.task, self.rng)
         self.pools = {"target": ImagePool(options.pool_size, self.rng), "source": ImagePool(options.pool_size, self.rng)}
         self.translated_source = None  # cyclegan's second stage: G(source), computed once
+        self.guide_labels = guide_labels(options, cohort.label_names)
         self._wrapped = {}
 
     @property
@@ -203,9 +218,18 @@ class Trainer:
                                      + F.l1_loss(out["idt_source"].float(), source))
                 total = total + o.lambda_cycle * o.lambda_identity * parts["identity"]
             if weight > 0:
-                parts["task_g"] = task_loss(self.predictor(out["fake_target"]), source_labels, o.task, o.task_floor)
+                parts["task_g"] = self.guidance_loss(out["fake_target"], source_labels)
                 total = total + weight * parts["task_g"]
         return total, parts, out
+
+    def guidance_loss(self, fake_target, source_labels):
+        """C's task loss on G(source) for G: on the slices of the guiding classes only, if they are chosen."""
+        if self.guide_labels is not None:
+            chosen = torch.isin(source_labels, self.guide_labels.to(source_labels.device))
+            if not chosen.any():
+                return fake_target.float().sum() * 0.0  # keeps the graph (DDP) with no push on G
+            fake_target, source_labels = fake_target[chosen], source_labels[chosen]
+        return task_loss(self.predictor(fake_target), source_labels, self.options.task, self.options.task_floor)
 
     def joint_step(self, iteration: int, phase_length: int, with_predictor: bool) -> dict:
         o = self.options

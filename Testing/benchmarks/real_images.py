@@ -227,7 +227,8 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
                               iterations=args.iterations, batch_size=args.batch_size, lambda_task=args.lambda_task,
                               warmup=args.warmup, guidance=method != ABLATION, seed=seed,
                               source_weight=args.source_weight, task_floor=args.task_floor,
-                              lambda_identity=args.lambda_identity, checkpoint_every=10 ** 9)
+                              lambda_identity=args.lambda_identity, guide_classes=args.guide_classes,
+                              checkpoint_every=10 ** 9)
     curve, paused = [], [0.0]
 
     def fidelity_curve(phase, iteration, total):
@@ -583,7 +584,8 @@ def _render_run(n: int, run: dict) -> list:
            f"batch {run['settings']['batch_size']}, network preset `small` at {run['settings']['image_size']} px, "
            f"lambda_task {run['settings']['lambda_task']}, warm-up {run['settings']['warmup']}, source weight b "
            f"{run['settings'].get('source_weight', 1.0)}, task floor {run['settings'].get('task_floor', 0.0)}, "
-           f"identity weight {run['settings'].get('lambda_identity', 0.5)}, predictor width/depth "
+           f"identity weight {run['settings'].get('lambda_identity', 0.5)}, guiding classes "
+           f"{run['settings'].get('guide_classes') or 'all'}, predictor width/depth "
            f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}, seeds "
            f"{run['settings']['seeds']}",
            f"- Cohort: {c['what']}.",
@@ -727,6 +729,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lambda-task", type=float, default=1.0)
     p.add_argument("--warmup", type=float, default=0.2)
+    p.add_argument("--guide-classes", default="",
+                   help="only MR slices of these classes steer G (e.g. lesion; default: all)")
     p.add_argument("--lambda-identity", type=float, default=0.5,
                    help="identity loss weight, times lambda_cycle (default 0.5, duiit.training's default)")
     p.add_argument("--task-floor", type=float, default=0.0,
@@ -837,7 +841,7 @@ def run(argv=None) -> dict:
                                "image_size": network.image_size, "network": network.to_dict(),
                                "lambda_task": args.lambda_task, "warmup": args.warmup, "seeds": seeds,
                                "source_weight": args.source_weight, "task_floor": args.task_floor,
-                               "lambda_identity": args.lambda_identity,
+                               "lambda_identity": args.lambda_identity, "guide_classes": args.guide_classes,
                                "methods": args.method_list + ([FRESH] if args.fresh_predictor else []),
                                "cohort_spec": spec, "cohort_seed": args.cohort_seed, "quick": args.quick},
                   "cohort": cohort_description(manifest, cohort), "records": []}
