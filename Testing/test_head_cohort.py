@@ -227,3 +227,11 @@ def test_the_averaged_heads_can_be_chosen_and_unknown_names_are_refused(real, tm
         assert 0.1 < head.mean() < 0.6 and np.median(mr[head]) > 5 * np.median(mr[~head])
     with pytest.raises(DuiitError, match="unknown real MR volume"):
         hc.load_real_volumes(samples, ["colin27_t1", "nonesuch_t1"])
+
+
+def test_a_cohort_fetches_only_the_samples_it_reads():
+    assert hc.needed_samples() == ["cranium_ct", "colin27_t1", "colin27_brain", "brain1_t1", "brain1_tumour",
+                                   "brain2_t1", "brain2_tumour"]
+    assert hc.needed_samples(["mni152_t1", "mean_head_t1"]) == ["cranium_ct", "mni152_t1", "mni152_brain",
+                                                                "mean_head_t1"]
+    assert set(hc.needed_samples(hc.MR_VOLUMES)) <= set(sample_data.SAMPLES)

@@ -232,6 +232,14 @@ MR_VOLUMES = {
 DEFAULT_MR_VOLUMES = ("colin27_t1", "brain1_t1", "brain2_t1")
 
 
+def needed_samples(mr_names=None) -> list:
+    """The sample_data names a cohort with these real MRs reads (default: DEFAULT_MR_VOLUMES)."""
+    names = ["cranium_ct"]
+    for name in mr_names or DEFAULT_MR_VOLUMES:
+        names += [name] + [key for key in MR_VOLUMES.get(name, ()) if key]
+    return names
+
+
 def load_real_volumes(samples: dict, mr_names=None) -> list:
     """RealVolumes from the sample_data paths: [CT, then the MRs named in MR_VOLUMES (default:
     DEFAULT_MR_VOLUMES)]."""
@@ -587,7 +595,7 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
     n_ct_patients augmentations of the real CT (split: round(ct_train_fraction * n), at least 1, "train",
     the rest "test"), n_mr_patients augmentations of the real MRs in turn (all "train"), and n_check
     held-out CT augmentations with their SIMULATED MR (check_manifest.csv). size: "tiny", "small" or
-    "full" (see PRESETS). samples: {name: path} as from sample_data.fetch_all (fetched if None);
+    "full" (see PRESETS). samples: {name: path} as from sample_data.fetch (what it needs is fetched if None);
     real_volumes: the list from load_real_volumes(samples), to reuse one already loaded; mr_volumes: names
     of the real MRs to use (default: DEFAULT_MR_VOLUMES), when real_volumes is None.
     out_dir is replaced as a whole (atomically) if it is an earlier cohort; any other non-empty folder is
@@ -603,8 +611,8 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
         raise DuiitError(f"{out_dir}: exists and is not a DUIIT cohort folder; choose another output folder")
     say = progress or (lambda message: None)
     if samples is None:
-        from .sample_data import fetch_all
-        samples = fetch_all(cache_dir)
+        from .sample_data import fetch
+        samples = {name: fetch(name, cache_dir) for name in needed_samples(mr_volumes)}
     started = time.monotonic()
     volumes = real_volumes or load_real_volumes(samples, mr_volumes)
     ct_volume, mr_volumes = volumes[0], volumes[1:]

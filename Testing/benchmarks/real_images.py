@@ -91,7 +91,8 @@ def make_cohort(work: Path, spec: dict, seed: int, cache_dir=None) -> Path:
     from duiit import head_cohort, sample_data
     from duiit.errors import DuiitError
     try:
-        samples = sample_data.fetch_all(cache_dir)
+        samples = {name: sample_data.fetch(name, cache_dir)
+                   for name in head_cohort.needed_samples(spec.get("mr_volumes"))}
     except DuiitError as exc:
         raise Unavailable(f"the real sample images cannot be fetched here: {exc}") from None
     manifest = head_cohort.build_cohort(work / "cohort", n_ct_patients=spec["n_ct_patients"],
