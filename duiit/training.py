@@ -227,7 +227,7 @@ class Trainer:
         if self.guide_labels is not None:
             chosen = torch.isin(source_labels, self.guide_labels.to(source_labels.device))
             if not chosen.any():
-                return fake_target.float().sum() * 0.0  # keeps the graph (DDP) with no push on G
+                return fake_target.float().sum().abs() * 0.0  # keeps the graph (DDP), no push on G, prints as 0
             fake_target, source_labels = fake_target[chosen], source_labels[chosen]
         return task_loss(self.predictor(fake_target), source_labels, self.options.task, self.options.task_floor)
 
