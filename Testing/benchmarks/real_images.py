@@ -4,9 +4,9 @@
 
 One labelled head MR -> CT cohort is built from the real sample images (:mod:`duiit.head_cohort`; every CT
 "patient" is an augmentation of ONE real CT, the MR patients are augmentations of 3 real T1 MRs (5 with
---mr-volumes), lesions are simulated), with few labelled CT patients for training, the other CT patients for testing and many labelled
-MR patients. The same cohort and split serve every method and seed. Per seed, each method trains the same
-predictor (same network, image size, batch size and predictor iterations):
+--mr-volumes), lesions are simulated), with few labelled CT patients for training, the other CT patients for
+testing and many labelled MR patients. The same cohort and split serve every method and seed. Per seed, each
+method trains the same predictor (same network, image size, batch size and predictor iterations):
 
   target-only   C on the few real CT slices
   naive         C on real CT + untranslated (normalised) MR
@@ -356,7 +356,8 @@ def fidelity(bundle_path: str, manifest: Path, device: str = "cpu") -> dict:
         "real_ct_lesion_minus_ring_hu": _contrast(pooled(lesion_r), pooled(ring_r)),
         "note": "mean HU in lesion-mask voxels minus mean HU in a 1-3 voxel in-plane ring around them "
                 "(inside the head, > -200 HU); MR lesions include the real brain1/brain2 tumours"}
-    return {"unpaired": unpaired, "lesion_contrast": contrast, "paired_simulated_mr": paired_check(bundle, manifest, device)}
+    return {"unpaired": unpaired, "lesion_contrast": contrast,
+            "paired_simulated_mr": paired_check(bundle, manifest, device)}
 
 
 def paired_check(bundle, manifest: Path, device: str = "cpu") -> dict:
