@@ -122,3 +122,7 @@ def test_a_carried_cohort_is_reused_as_built(quick, tmp_path):
     assert run["settings"]["cohort_seed"] == first["settings"]["cohort_seed"]
     assert run["settings"]["image_size"] == 32 and run["machine"]["device"] == "cpu"
     assert run["cohort"]["counts_by_split"] == first["cohort"]["counts_by_split"]
+    refused = subprocess.run([sys.executable, "-m", "Testing.benchmarks.real_images", "--cohort",
+                              os.path.join(work, "cohort"), "--n-ct", "5"], capture_output=True, text=True,
+                             encoding="utf-8", cwd=ROOT, timeout=120, env=os.environ.copy())
+    assert refused.returncode == 2 and "--n-ct cannot change it" in refused.stderr

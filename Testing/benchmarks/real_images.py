@@ -786,6 +786,12 @@ def parse_args(argv=None):
     args.method_list = methods + ([ABLATION] if args.ablation and ABLATION not in methods else [])
     if args.build_cohort_only and not args.work:
         p.error("--build-cohort-only needs --work (where the cohort is kept)")
+    shaping = [flag for flag, value in (("--n-ct", args.n_ct), ("--n-mr", args.n_mr), ("--mr-volumes", args.mr_volumes),
+                                         ("--ct-train-fraction", args.ct_train_fraction),
+                                         ("--cohort-size", args.cohort_size)) if value is not None]
+    if args.cohort and (shaping or args.cohort_seed or args.build_cohort_only):
+        p.error(f"--cohort uses the cohort as it was built; "
+                f"{(shaping + ['--cohort-seed/--build-cohort-only'])[0]} cannot change it")
     args.fresh_predictor = args.fresh_predictor and "duiit" in methods
     return args
 
