@@ -41,6 +41,7 @@ def test_json_is_complete_and_in_range(quick):
     assert run["command"].startswith("python -m Testing.benchmarks.real_images") and "--quick" in run["command"]
     assert run["machine"]["torch"] and run["machine"]["cores"] >= 1 and run["wall_seconds"] > 0
     assert "ONE real CT" in " ".join(run["cohort"]["caveats"])
+    assert "T1 +30-60 % of local brain" in " ".join(run["cohort"]["caveats"])  # the default MR lesion gain
     assert [r["method"] for r in run["records"]] == ALL
     counts = run["cohort"]["counts_by_split"]
     assert run["cohort"]["label_check"]["match"], run["cohort"]["label_check"]  # slice labels = the cohort's masks
@@ -122,7 +123,8 @@ def test_a_carried_cohort_is_reused_as_built(quick, tmp_path):
     assert run["settings"]["cohort_seed"] == first["settings"]["cohort_seed"]
     assert run["settings"]["image_size"] == 32 and run["machine"]["device"] == "cpu"
     assert run["cohort"]["counts_by_split"] == first["cohort"]["counts_by_split"]
-    refused = subprocess.run([sys.executable, "-m", "Testing.benchmarks.real_images", "--cohort",
-                              os.path.join(work, "cohort"), "--n-ct", "5"], capture_output=True, text=True,
-                             encoding="utf-8", cwd=ROOT, timeout=120, env=os.environ.copy())
-    assert refused.returncode == 2 and "--n-ct cannot change it" in refused.stderr
+    for flag, value in (("--n-ct", "5"), ("--mr-lesion-gain", "0.1,0.2")):
+        refused = subprocess.run([sys.executable, "-m", "Testing.benchmarks.real_images", "--cohort",
+                                  os.path.join(work, "cohort"), flag, value], capture_output=True, text=True,
+                                 encoding="utf-8", cwd=ROOT, timeout=120, env=os.environ.copy())
+        assert refused.returncode == 2 and f"{flag} cannot change it" in refused.stderr

@@ -186,6 +186,26 @@ def test_make_case_is_reproducible(real):
     assert first["record"]["augmentation"] != other["record"]["augmentation"]
 
 
+def test_mr_lesion_gain_changes_only_how_bright_the_mr_lesions_are(real, tmp_path):
+    samples, volumes = real
+    mr = volumes[1]
+    default = hc.make_case(mr, "tiny", np.random.default_rng(5), 1)
+    faint = hc.make_case(mr, "tiny", np.random.default_rng(5), 1, mr_lesion_gain=(0.1, 0.2))
+    np.testing.assert_array_equal(default["lesion_mask"], faint["lesion_mask"])  # same patient, same lesion
+    lesion = default["lesion_mask"] == 1
+    assert lesion.any()
+    near = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(lesion.astype(np.uint8)), [2, 2, 2])) > 0
+    changed = ~np.isclose(default["clean"], faint["clean"], rtol=1e-5, atol=1e-3)
+    assert changed[lesion].any() and not changed[~near].any()   # only the lesion (and its soft edge) changed
+    gains = [c["record"]["simulated_lesions"][0]["contrast"] for c in (default, faint)]
+    assert 0.3 <= gains[0] <= 0.6 and 0.1 <= gains[1] <= 0.2
+    assert faint["clean"][lesion].mean() < default["clean"][lesion].mean()
+    with pytest.raises(DuiitError, match="MR lesion gain"):
+        hc.build_cohort(tmp_path / "bad", n_ct_patients=2, n_mr_patients=1, size="tiny", samples=samples,
+                        real_volumes=volumes, mr_lesion_gain=(0.2, 0.1))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_check_set_mr_is_simulated_and_tissue_plausible(cohort):
     root, _, checks, summary = cohort
     assert len(checks) == 1

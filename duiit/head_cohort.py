@@ -365,9 +365,10 @@ def _physical_axes(grid: sitk.Image):
 
 
 def place_lesions(brain: np.ndarray, grid: sitk.Image, count: int, rng: np.random.Generator,
-                  modality: str, avoid: np.ndarray | None = None) -> list:
+                  modality: str, avoid: np.ndarray | None = None, mr_gain=MR_LESION_GAIN) -> list:
     """Up to `count` non-overlapping ellipsoids inside `brain`, their surfaces >= SKULL_CLEARANCE_MM from
-    its edge, centred on voxel centres in the LESION_Z_RANGE part of the head's height."""
+    its edge, centred on voxel centres in the LESION_Z_RANGE part of the head's height. An MR lesion's gain
+    over the local brain is drawn from the range mr_gain."""
     if count <= 0 or not brain.any():
         return []
     depth = sitk.GetArrayFromImage(_inside_distance(_like(brain.astype(np.uint8), grid)))
@@ -397,7 +398,7 @@ def place_lesions(brain: np.ndarray, grid: sitk.Image, count: int, rng: np.rando
             candidates = np.flatnonzero(ok)
             if candidates.size:
                 k, j, i = np.unravel_index(int(rng.choice(candidates)), brain.shape)
-                gain = CT_LESION_HU if modality == "CT" else MR_LESION_GAIN
+                gain = CT_LESION_HU if modality == "CT" else mr_gain
                 lesions.append(Lesion((float(xs[i]), float(ys[j]), float(zs[k])), axes,
                                       float(rng.uniform(0, 180)), float(rng.uniform(*gain))))
                 break
@@ -563,14 +564,16 @@ def _case_rng(seed: int, role: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), {"CT": 1, "MR": 2, "CHECK": 3}[role], int(index)])
 
 
-def make_case(volume: RealVolume, preset: str, rng: np.random.Generator, n_lesions: int) -> dict:
+def make_case(volume: RealVolume, preset: str, rng: np.random.Generator, n_lesions: int,
+              mr_lesion_gain=MR_LESION_GAIN) -> dict:
     """One augmented patient: {"grid", "image", "clean", "head", "lesion_mask", "record"} (image: int16 HU for
     CT, float32 for MR; clean: the image before its intensity jitter and noise; lesion_mask: 1 simulated
     lesion, 2 real tumour)."""
     augmentation = Augmentation.random(rng)
     data = augmented(volume, preset, augmentation)
     grid = data["grid"]
-    lesions = place_lesions(data["brain"], grid, n_lesions, rng, volume.modality, avoid=data["tumour"])
+    lesions = place_lesions(data["brain"], grid, n_lesions, rng, volume.modality, avoid=data["tumour"],
+                            mr_gain=mr_lesion_gain)
     image, mask = insert_lesions(data["image"], data["brain"], lesions, grid, volume.modality, rng)
     clean = image
     if volume.modality == "CT":
@@ -589,7 +592,7 @@ def make_case(volume: RealVolume, preset: str, rng: np.random.Generator, n_lesio
 
 def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small", n_check=2,
                  ct_train_fraction=0.25, lesion_fraction=0.5, cache_dir=None, samples=None,
-                 real_volumes=None, mr_volumes=None, progress=None) -> Path:
+                 real_volumes=None, mr_volumes=None, mr_lesion_gain=MR_LESION_GAIN, progress=None) -> Path:
     """Write a labelled head MR -> CT cohort into out_dir and return the path of its manifest.csv.
 
     n_ct_patients augmentations of the real CT (split: round(ct_train_fraction * n), at least 1, "train",
@@ -597,7 +600,10 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
     held-out CT augmentations with their SIMULATED MR (check_manifest.csv). size: "tiny", "small" or
     "full" (see PRESETS). samples: {name: path} as from sample_data.fetch (what it needs is fetched if None);
     real_volumes: the list from load_real_volumes(samples), to reuse one already loaded; mr_volumes: names
-    of the real MRs to use (default: DEFAULT_MR_VOLUMES), when real_volumes is None.
+    of the real MRs to use (default: DEFAULT_MR_VOLUMES), when real_volumes is None; mr_lesion_gain: the
+    range of a simulated MR lesion's brightness over the local brain (0.3-0.6: subacute-blood-like; lower
+    for lesions that T1 shows faintly). The random draws do not depend on it, so two cohorts that differ only
+    in it have the same patients and lesions.
     out_dir is replaced as a whole (atomically) if it is an earlier cohort; any other non-empty folder is
     refused.
     """
@@ -605,6 +611,9 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
         raise DuiitError(f"unknown cohort size {size!r} (use {', '.join(PRESETS)})")
     if n_ct_patients < 2 or n_mr_patients < 1 or n_check < 0:
         raise DuiitError("a cohort needs at least 2 CT patients (train and test) and 1 MR patient")
+    mr_lesion_gain = tuple(float(g) for g in mr_lesion_gain)
+    if len(mr_lesion_gain) != 2 or not 0.0 < mr_lesion_gain[0] <= mr_lesion_gain[1]:
+        raise DuiitError(f"MR lesion gain {mr_lesion_gain}: give a range LOW,HIGH with 0 < LOW <= HIGH")
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
                                                        and not (out_dir / "cohort.json").is_file())):
@@ -627,7 +636,7 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
                 + [("MR", i, mr_volumes[i % len(mr_volumes)], mr_plan[i], "train") for i in range(n_mr_patients)])
         for role, index, volume, n_lesions, split in jobs:
             patient = f"{role}-{index + 1:03d}"
-            case = make_case(volume, size, _case_rng(seed, role, index), n_lesions)
+            case = make_case(volume, size, _case_rng(seed, role, index), n_lesions, mr_lesion_gain)
             folder = role.lower()
             names = {"path": f"{folder}/{patient}.nii.gz", "mask": f"{folder}/{patient}_lesion.nii.gz",
                      "head_mask": f"{folder}/{patient}_head.nii.gz"}
@@ -657,12 +666,13 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
         write_manifest(rows, tmp / "manifest.csv")
         if check_rows:
             write_manifest(check_rows, tmp / "check_manifest.csv")
-        (tmp / "cohort.json").write_text(json.dumps(_summary(volumes, samples, size, seed, rows, check_rows, cases,
-                                                             time.monotonic() - started), indent=2) + "\n")
+        summary = _summary(volumes, samples, size, seed, rows, check_rows, cases, time.monotonic() - started,
+                           mr_lesion_gain)
+        (tmp / "cohort.json").write_text(json.dumps(summary, indent=2) + "\n")
     return out_dir / "manifest.csv"
 
 
-def _summary(volumes, samples, size, seed, rows, check_rows, cases, seconds) -> dict:
+def _summary(volumes, samples, size, seed, rows, check_rows, cases, seconds, mr_lesion_gain) -> dict:
     n_ct = sum(r["modality"] == "CT" for r in rows)
     n_mr = sum(r["modality"] == "MR" for r in rows)
     pixels, dz, max_slices = PRESETS[size]
@@ -685,7 +695,7 @@ def _summary(volumes, samples, size, seed, rows, check_rows, cases, seconds) -> 
                  "slice_mm": dz, "max_slices": max_slices, "orientation": "LPS (identity direction)",
                  "z_frame": "z = 0 at the top anchor (vertex + 4 mm, or the data's top), slices downward"},
         "lesions": {"radius_mm": LESION_RADIUS_MM, "ct_absolute_hu": CT_LESION_HU,
-                    "mr_gain_over_local_brain": MR_LESION_GAIN, "edge_mm": LESION_EDGE_MM,
+                    "mr_gain_over_local_brain": mr_lesion_gain, "edge_mm": LESION_EDGE_MM,
                     "mask_values": {"1": "simulated lesion", "2": "real tumour (pyradiomics label)"},
                     "slice_label": "lesion present iff the mask slice has a voxel > 0"},
         "seed": seed, "build_seconds": round(seconds, 1),

@@ -99,7 +99,8 @@ def make_cohort(work: Path, spec: dict, seed: int, cache_dir=None) -> Path:
                                         n_mr_patients=spec["n_mr_patients"], n_check=spec["n_check"], seed=seed,
                                         size=spec["size"], ct_train_fraction=spec["ct_train_fraction"],
                                         lesion_fraction=spec["lesion_fraction"], samples=samples,
-                                        mr_volumes=spec.get("mr_volumes"))
+                                        mr_volumes=spec.get("mr_volumes"),
+                                        mr_lesion_gain=spec.get("mr_lesion_gain", head_cohort.MR_LESION_GAIN))
     # how it was built, for --cohort on a machine that cannot fetch the images
     (manifest.parent / COHORT_RECORD).write_text(json.dumps({"spec": spec, "cohort_seed": seed}, indent=1) + "\n")
     return manifest
@@ -132,8 +133,9 @@ def cohort_description(manifest: Path, cohort) -> dict:
                         "split is the same person's anatomy as the CT training split",
                         "MR patients are augmentations of {} real T1 MRs ({})".format(
                             len(mr_names), ", ".join(mr_names)),
-                        "lesions are SIMULATED (CT hyperdense 65-85 HU; T1 +30-60 % of local brain); the real "
-                        "tumours of brain1/brain2 count as lesions (MR only)",
+                        "lesions are SIMULATED (CT hyperdense 65-85 HU; T1 +{:.0f}-{:.0f} % of local brain); the "
+                        "real tumours of brain1/brain2 count as lesions (MR only)".format(*(
+                            100 * g for g in summary["lesions"]["mr_gain_over_local_brain"])),
                         "the paired check set's MR is SIMULATED from held-out real-CT augmentations"],
             "grid": summary["grid"], "lesions": summary["lesions"], "counts_by_split": counts,
             "volume_counts": summary["counts"]}
@@ -749,6 +751,9 @@ def parse_args(argv=None):
     p.add_argument("--mr-volumes", type=lambda text: text.split(","),
                    help="real MRs to augment, comma-separated, from duiit.head_cohort.MR_VOLUMES "
                         "(default: DEFAULT_MR_VOLUMES, the three single-subject T1s)")
+    p.add_argument("--mr-lesion-gain", type=lambda text: [float(v) for v in text.split(",")],
+                   help="range LOW,HIGH of a simulated MR lesion's brightness over the local brain "
+                        "(default 0.3,0.6 as in duiit.head_cohort; lower: lesions T1 shows faintly)")
     p.add_argument("--n-mr", type=int, help=f"MR patients (default {FULL_COHORT['n_mr_patients']})")
     p.add_argument("--source-weight", type=float, default=1.0, help="b: weight of C's loss on (translated) MR")
     p.add_argument("--predictor-width", type=int, help="predictor width (default: the small preset's)")
@@ -788,7 +793,8 @@ def parse_args(argv=None):
         p.error("--build-cohort-only needs --work (where the cohort is kept)")
     shaping = [flag for flag, value in (("--n-ct", args.n_ct), ("--n-mr", args.n_mr), ("--mr-volumes", args.mr_volumes),
                                          ("--ct-train-fraction", args.ct_train_fraction),
-                                         ("--cohort-size", args.cohort_size)) if value is not None]
+                                         ("--cohort-size", args.cohort_size),
+                                         ("--mr-lesion-gain", args.mr_lesion_gain)) if value is not None]
     if args.cohort and (shaping or args.cohort_seed or args.build_cohort_only):
         p.error(f"--cohort uses the cohort as it was built; "
                 f"{(shaping + ['--cohort-seed/--build-cohort-only'])[0]} cannot change it")
@@ -818,7 +824,7 @@ def run(argv=None) -> dict:
         spec = dict(QUICK_COHORT if args.quick else FULL_COHORT)
         for key, value in (("n_ct_patients", args.n_ct), ("ct_train_fraction", args.ct_train_fraction),
                            ("n_mr_patients", args.n_mr), ("mr_volumes", args.mr_volumes),
-                           ("size", args.cohort_size)):
+                           ("size", args.cohort_size), ("mr_lesion_gain", args.mr_lesion_gain)):
             if value is not None:
                 spec[key] = value
         device, device_message = resolve_device(args.device)
