@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from duiit.checkpoint import load_checkpoint
 from duiit.cohort import build_cohort
 from duiit.errors import DuiitError
 from duiit.losses import task_loss
@@ -90,6 +91,35 @@ def test_guide_classes_steer_g_with_those_slices_only(cohort):
         trainer_for(cohort, guide_classes="tumour")
 
 
+def test_a_target_trained_guide_predictor_steers_g_and_never_learns_from_g_of_source(cohort):
+    trainer = trainer_for(cohort, guide_predictor="target", iterations=3)
+    guide = trainer.guide_predictor
+    assert guide is not None and guide is not trainer.predictor
+    source, labels = trainer.source_sampler.sample(2, "cpu")
+    target, _ = trainer.target_sampler.sample(2, "cpu")
+    _, parts, out = trainer.generator_loss(source, target, labels, 1.0)
+    assert parts["task_g"].item() == pytest.approx(task_loss(guide(out["fake_target"]), labels, "classification").item(),
+                                                   rel=1e-4)
+    assert parts["task_g"].item() != pytest.approx(
+        task_loss(trainer.predictor(out["fake_target"]), labels, "classification").item(), rel=1e-4)
+
+    targets, seen = [], []
+    sample = trainer.target_sampler.sample
+    trainer.target_sampler.sample = lambda *a: targets.append(sample(*a)) or targets[-1]
+    guide.register_forward_hook(lambda module, inputs, output: seen.append(
+        (inputs[0].detach().clone(), any(p.requires_grad for p in module.parameters()))))
+    trainer.run()
+    learning = [images for images, trainable in seen if trainable]
+    steering = [images for images, trainable in seen if not trainable]
+    assert len(learning) == 3 and len(steering) == 3        # one update on real CT, one push on G, per step
+    assert all(any(torch.equal(images, t) for t, _ in targets) for images in learning)
+    assert all("guide_task_real" in h for h in trainer.history)
+    assert "guide_predictor" in trainer.state()["modules"] and "guide_predictor" in trainer.state()["optimizers"]
+    assert trainer_for(cohort, method="cyclegan", guide_predictor="target").guide_predictor is None
+    with pytest.raises(DuiitError, match="guide predictor 'both'"):
+        trainer_for(cohort, guide_predictor="both")
+
+
 def test_task_weight_is_zero_during_warm_up_then_ramps():
     options = TrainingOptions(iterations=100, warmup=0.2, ramp=0.2, lambda_task=2.0)
     values = [task_weight(options, i, 100) for i in (1, 20, 30, 40, 100)]
@@ -150,6 +180,21 @@ def test_resume_with_other_options_is_refused(cohort, tmp_path):
     other = trainer_for(cohort, tmp_path, iterations=3, lambda_task=5.0)
     with pytest.raises(DuiitError, match="lambda_task"):
         other.run(resume=True)
+
+
+def test_a_checkpoint_from_before_an_option_resumes_with_its_default(cohort, tmp_path):
+    trainer = trainer_for(cohort, tmp_path, iterations=6)
+    trainer.options.checkpoint_every = 3
+    trainer.phases, trainer.total_steps = [("joint", 3)], 3
+    trainer.run()
+    state = torch.load(trainer.checkpoint_path, weights_only=True)
+    del state["options"]["guide_predictor"]                  # as written before the option existed
+    torch.save(state, trainer.checkpoint_path)
+    resumed = trainer_for(cohort, tmp_path, iterations=6)
+    with pytest.raises(DuiitError, match="guide_predictor=None"):  # without the defaults it would be refused
+        load_checkpoint(trainer.checkpoint_path, resumed.options.fingerprint())
+    resumed.run(resume=True)
+    assert resumed.step == 6
 
 
 def test_regression_and_three_classes(tmp_path):

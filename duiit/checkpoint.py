@@ -27,8 +27,9 @@ def save_checkpoint(path, state: dict) -> None:
             raise OSError(f"incomplete write: {str(exc).strip().splitlines()[-1][:160]}") from None
 
 
-def load_checkpoint(path, options: dict) -> dict:
-    """The checkpoint at `path`; refuses one made with other training options."""
+def load_checkpoint(path, options: dict, defaults: dict | None = None) -> dict:
+    """The checkpoint at `path`; refuses one made with other training options. An option the checkpoint does
+    not record (it predates the option) counts as its value in `defaults`."""
     path = Path(path)
     if not path.exists():
         raise DuiitError(f"{path}: no checkpoint to resume from")
@@ -40,9 +41,10 @@ def load_checkpoint(path, options: dict) -> dict:
         raise DuiitError(f"{path}: not a DUIIT checkpoint")
     if state.get("version", 0) > VERSION:
         raise DuiitError(f"{path}: checkpoint version {state.get('version')} is newer than this DUIIT supports")
-    different = sorted(k for k in options if state["options"].get(k) != options[k])
+    made_with = {**(defaults or {}), **state["options"]}
+    different = sorted(k for k in options if made_with.get(k) != options[k])
     if different:
         k = different[0]
-        raise DuiitError(f"{path}: made with {k}={state['options'].get(k)!r}, now {k}={options[k]!r}; "
+        raise DuiitError(f"{path}: made with {k}={made_with.get(k)!r}, now {k}={options[k]!r}; "
                          "resume with the same options or start afresh without --resume")
     return state

@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classification: only source slices of these classes (comma-separated, e.g. lesion) "
                         "steer the translator (default: all), so it keeps what the predictor needs without "
                         "wiping the rest")
+    p.add_argument("--guide-predictor", choices=("joint", "target"), default="joint",
+                   help="which predictor steers the translator: joint (default, trained on real and translated "
+                        "images, as in the paper) or target (a second one trained on real target images only, "
+                        "so the translator cannot invent a code that only the joint predictor reads)")
     p.add_argument("--classes", help="comma-separated class names (default: the labels found)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -131,6 +135,7 @@ def cmd_train(args):
                               iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
                               lambda_task=args.lambda_task, warmup=args.warmup, guidance=not args.no_guidance,
                               task_floor=args.task_floor, guide_classes=args.guide_classes,
+                              guide_predictor=args.guide_predictor,
                               checkpoint_every=args.checkpoint_every, seed=args.seed)
     progress = Progress(json_lines=args.progress_json)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None

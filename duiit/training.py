@@ -29,6 +29,10 @@ from .networks import (CycleTranslator, Discriminators, NetworkConfig, SlicePred
 from .prediction import evaluate
 
 METHODS = ("duiit", "cyclegan", "naive", "target-only")
+# "joint": C, trained on real target and G(source), steers G (the paper). "target": a second C trained on
+# real target images only steers G; it cannot learn a code that G invents for C on G(source), so G is steered
+# towards what real target images show (C is still trained on both and is the one the bundle keeps).
+GUIDE_PREDICTORS = ("joint", "target")
 
 
 @dataclass
@@ -50,6 +54,7 @@ class TrainingOptions:
     guidance: bool = True            # False: ablation, G(source) detached before C (authors' code)
     task_floor: float = 0.0          # > 0: G's task loss per slice counts only above this (losses.task_loss)
     guide_classes: str = ""          # classification: comma-separated classes whose slices steer G ("": all)
+    guide_predictor: str = "joint"   # which C steers G: the joint one, or one trained on real target only
     pool_size: int = 50
     checkpoint_every: int = 100
     seed: int = 0
@@ -171,7 +176,11 @@ class Trainer:
         self.translator = CycleTranslator(network) if self.uses_translator else None
         self.discriminators = Discriminators(network) if self.uses_translator else None
         self.predictor = SlicePredictor(network, outputs)
-        for module in (self.translator, self.discriminators, self.predictor):
+        if options.guide_predictor not in GUIDE_PREDICTORS:
+            raise DuiitError(f"guide predictor {options.guide_predictor!r}: use one of {', '.join(GUIDE_PREDICTORS)}")
+        guided = options.method == "duiit" and options.guide_predictor == "target"
+        self.guide_predictor = SlicePredictor(network, outputs) if guided else None
+        for module in (self.translator, self.discriminators, self.predictor, self.guide_predictor):
             if module is not None:
                 init_weights(module, init)
                 module.to(device)
@@ -182,6 +191,9 @@ class Trainer:
             self.optimizers["discriminators"] = torch.optim.Adam(self.discriminators.parameters(), options.lr,
                                                                  betas=betas)
         self.optimizers["predictor"] = torch.optim.Adam(self.predictor.parameters(), options.lr, betas=betas)
+        if guided:
+            self.optimizers["guide_predictor"] = torch.optim.Adam(self.guide_predictor.parameters(), options.lr,
+                                                                  betas=betas)
         # Each process draws its own batches; the seed makes a run (and its resume) reproducible.
         self.rng = torch.Generator().manual_seed(options.seed * 1000 + self.context.rank + 1)
         self.target_sampler = BatchSampler(cohort.target_train, options.task, self.rng)
@@ -229,7 +241,8 @@ class Trainer:
             if not chosen.any():
                 return fake_target.float().sum().abs() * 0.0  # keeps the graph (DDP), no push on G, prints as 0
             fake_target, source_labels = fake_target[chosen], source_labels[chosen]
-        return task_loss(self.predictor(fake_target), source_labels, self.options.task, self.options.task_floor)
+        guide = self.predictor if self.guide_predictor is None else self.guide_predictor
+        return task_loss(guide(fake_target), source_labels, self.options.task, self.options.task_floor)
 
     def joint_step(self, iteration: int, phase_length: int, with_predictor: bool) -> dict:
         o = self.options
@@ -239,17 +252,21 @@ class Trainer:
         target_labels = self._standardise(target_labels)
         weight = task_weight(o, iteration, phase_length) if with_predictor else 0.0
 
-        self._set_trainable(self.discriminators, False)
-        self._set_trainable(self.predictor, False)
+        steered_by = (self.discriminators, self.predictor, self.guide_predictor)
+        for module in steered_by:
+            self._set_trainable(module, False)
         total, parts, out = self.generator_loss(source, target, source_labels, weight)
         self._update("translator", total)
-        self._set_trainable(self.discriminators, True)
-        self._set_trainable(self.predictor, True)
+        for module in steered_by:
+            self._set_trainable(module, True)
 
         losses = {k: v.item() for k, v in parts.items()}
         losses["task_weight"] = weight
         if with_predictor:
             losses.update(self.predictor_step(target, target_labels, out["fake_target"].detach(), source_labels))
+            if self.guide_predictor is not None:
+                losses["guide_task_real"] = self.predictor_step(target, target_labels, name="guide_predictor")[
+                    "task_real"]
 
         fake_target = self.pools["target"].query(out["fake_target"].detach().float())
         fake_source = self.pools["source"].query(out["fake_source"].detach().float())
@@ -263,13 +280,13 @@ class Trainer:
         losses["discriminators"] = loss_d.item()
         return losses
 
-    def predictor_step(self, target, target_labels, extra=None, extra_labels=None) -> dict:
+    def predictor_step(self, target, target_labels, extra=None, extra_labels=None, name="predictor") -> dict:
         """C's loss: real target, plus b times the (translated or untranslated) source if given."""
         o = self.options
-        self.predictor.train()
+        getattr(self, name).train()
         images = target if extra is None else torch.cat([target, extra])
         with autocast(self.device):
-            outputs = self._ddp("predictor")(images)
+            outputs = self._ddp(name)(images)
             n = target.shape[0]
             loss_real = task_loss(outputs[:n], target_labels, o.task)
             loss = loss_real
@@ -278,7 +295,7 @@ class Trainer:
                 loss_source = task_loss(outputs[n:], extra_labels, o.task)
                 loss = loss + o.source_weight * loss_source
                 losses["task_source"] = loss_source.item()
-        self._update("predictor", loss)
+        self._update(name, loss)
         return losses
 
     def predictor_only_step(self) -> dict:
@@ -336,7 +353,8 @@ class Trainer:
 
     def run(self, resume: bool = False) -> None:
         if resume:
-            self.load_state(load_checkpoint(self.checkpoint_path, self.options.fingerprint()))
+            self.load_state(load_checkpoint(self.checkpoint_path, self.options.fingerprint(),
+                                             TrainingOptions().fingerprint()))
         done_before = 0
         with StopRequest() as stop:
             for phase, length in self.phases:
@@ -345,7 +363,7 @@ class Trainer:
                     continue
                 if phase == "predictor" and self.options.method == "cyclegan":
                     self.translated_sampler = BatchSampler(self.translate_source(), self.options.task, self.rng)
-                for module in (self.translator, self.discriminators, self.predictor):
+                for module in (self.translator, self.discriminators, self.predictor, self.guide_predictor):
                     if module is not None:
                         module.train()
                 while self.step < done_before + length:
@@ -377,7 +395,8 @@ class Trainer:
             self.progress.event("checkpoint", path=str(self.checkpoint_path), iteration=self.step)
 
     def state(self) -> dict:
-        modules = {n: unwrap(getattr(self, n)).state_dict() for n in ("translator", "discriminators", "predictor")
+        modules = {n: unwrap(getattr(self, n)).state_dict()
+                   for n in ("translator", "discriminators", "predictor", "guide_predictor")
                    if getattr(self, n) is not None}
         return {"options": self.options.fingerprint(), "network": self.network.to_dict(), "step": self.step,
                 "modules": modules, "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},

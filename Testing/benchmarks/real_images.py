@@ -231,6 +231,7 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
                               warmup=args.warmup, guidance=method != ABLATION, seed=seed,
                               source_weight=args.source_weight, task_floor=args.task_floor,
                               lambda_identity=args.lambda_identity, guide_classes=args.guide_classes,
+                              guide_predictor=args.guide_predictor,
                               checkpoint_every=10 ** 9)
     curve, paused = [], [0.0]
 
@@ -589,7 +590,8 @@ def _render_run(n: int, run: dict) -> list:
            f"lambda_task {run['settings']['lambda_task']}, warm-up {run['settings']['warmup']}, source weight b "
            f"{run['settings'].get('source_weight', 1.0)}, task floor {run['settings'].get('task_floor', 0.0)}, "
            f"identity weight {run['settings'].get('lambda_identity', 0.5)}, guiding classes "
-           f"{run['settings'].get('guide_classes') or 'all'}, predictor width/depth "
+           f"{run['settings'].get('guide_classes') or 'all'}, guiding predictor "
+           f"{run['settings'].get('guide_predictor', 'joint')}, predictor width/depth "
            f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}, seeds "
            f"{run['settings']['seeds']}",
            f"- Cohort: {c['what']}.",
@@ -735,6 +737,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=float, default=0.2)
     p.add_argument("--guide-classes", default="",
                    help="only MR slices of these classes steer G (e.g. lesion; default: all)")
+    p.add_argument("--guide-predictor", choices=("joint", "target"), default="joint",
+                   help="which predictor steers G: joint (default) or target (trained on real CT only)")
     p.add_argument("--lambda-identity", type=float, default=0.5,
                    help="identity loss weight, times lambda_cycle (default 0.5, duiit.training's default)")
     p.add_argument("--task-floor", type=float, default=0.0,
@@ -856,6 +860,7 @@ def run(argv=None) -> dict:
                                "lambda_task": args.lambda_task, "warmup": args.warmup, "seeds": seeds,
                                "source_weight": args.source_weight, "task_floor": args.task_floor,
                                "lambda_identity": args.lambda_identity, "guide_classes": args.guide_classes,
+                               "guide_predictor": args.guide_predictor,
                                "methods": args.method_list + ([FRESH] if args.fresh_predictor else []),
                                "cohort_spec": spec, "cohort_seed": args.cohort_seed, "quick": args.quick},
                   "cohort": cohort_description(manifest, cohort), "records": []}
