@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -72,6 +73,9 @@ def test_fidelity_is_in_range(quick):
         assert "SIMULATED" in paired["note"] and paired["n_volumes"] == 1
         assert paired["mean"]["mae_hu"] >= 0 and math.isfinite(paired["mean"]["psnr_db"])
         assert -1.0 <= paired["mean"]["ssim"] <= 1.0
+        # per-bin medians minimise the absolute error of any intensity map, the constant 20 HU map included
+        oracle, constant = paired["reference_oracle_intensity_map"], paired["reference_constant_20hu_in_head"]
+        assert 0 <= oracle["mae_hu"] <= constant["mae_hu"]
         for side in ("translated_mr", "real_ct_test"):
             stats = fidelity["unpaired"][side]
             assert set(stats) == {"air", "soft tissue", "bone"}
@@ -128,3 +132,19 @@ def test_a_carried_cohort_is_reused_as_built(quick, tmp_path):
                                   os.path.join(work, "cohort"), flag, value], capture_output=True, text=True,
                                  encoding="utf-8", cwd=ROOT, timeout=120, env=os.environ.copy())
         assert refused.returncode == 2 and f"{flag} cannot change it" in refused.stderr
+
+
+def test_the_oracle_intensity_map_inverts_a_one_to_one_mr_and_not_an_ambiguous_one():
+    from Testing.benchmarks.real_images import oracle_intensity_map
+    rng = np.random.default_rng(0)
+    ct = rng.choice([-1000.0, -100.0, 20.0, 40.0, 1000.0], size=(4, 16, 16)).astype(np.float32)
+    head = np.ones(ct.shape, bool)
+    one_to_one = {-1000.0: 10.0, -100.0: 900.0, 20.0: 500.0, 40.0: 400.0, 1000.0: 150.0}
+    t1_like = {**one_to_one, 1000.0: 10.0}  # bone as dark as air: no intensity map can tell them apart
+    for mapping, expected in ((one_to_one, 0.0), (t1_like, None)):
+        mr = np.vectorize(mapping.get)(ct).astype(np.float32)
+        (result,) = oracle_intensity_map([(mr, ct, head)])
+        if expected is not None:
+            assert result["mae_hu"] == pytest.approx(expected, abs=1e-3)
+        else:
+            assert result["mae_hu"] > 300  # 2/5 of the voxels are air or bone, a 2000 HU mix-up for half of them
