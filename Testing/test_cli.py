@@ -160,3 +160,14 @@ def test_two_process_distributed_training_with_gloo(mr_cohort, tmp_path):
         capture_output=True, text=True, encoding="utf-8", timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_header(out)["training"]["world_size"] == 2
+
+
+def test_default_threads_leave_the_cores_other_work_keeps_busy(monkeypatch):
+    import torch
+
+    from duiit import device
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    for load, expected in ((0.2, 4), (1.4, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(device.os, "getloadavg", lambda load=load: (load, load, load))
+        assert device.default_cpu_threads() == expected, load

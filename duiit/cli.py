@@ -15,8 +15,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "to CT-like images, trained jointly with a CT predictor.")
     sub = parser.add_subparsers(dest="command", required=True)
     compute = argparse.ArgumentParser(add_help=False)
-    compute.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice; 1 is "
-                         "faster on a machine already busy with other work)")
+    compute.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice less the "
+                         "cores other work keeps busy, by the load average)")
 
     p = sub.add_parser("index", help="list the DICOM series under a folder as a manifest CSV (labels empty)")
     p.add_argument("dicom_dir")
@@ -90,11 +90,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     json_errors = getattr(args, "progress_json", False)
     try:
-        if getattr(args, "threads", None):
-            if args.threads < 1:
+        if hasattr(args, "threads"):  # the commands that compute
+            if args.threads is not None and args.threads < 1:
                 raise DuiitError(f"--threads {args.threads}: must be at least 1")
             import torch
-            torch.set_num_threads(args.threads)
+
+            from .device import default_cpu_threads
+            torch.set_num_threads(args.threads or default_cpu_threads())
         return COMMANDS[args.command](args) or 0
     except DuiitError as exc:
         if json_errors:

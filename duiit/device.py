@@ -36,3 +36,10 @@ def autocast(device: torch.device):
     """bf16 autocast on CUDA where supported (no loss scaling needed); a no-op context on the CPU."""
     enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def default_cpu_threads() -> int:
+    """PyTorch's CPU thread count less the cores other work keeps busy (the 1-minute load average): on a shared
+    2-core machine, 2 threads ran a training step 4-10x slower than 1 while another job used a core."""
+    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
+    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - busy))
