@@ -180,10 +180,9 @@ class Trainer:
             raise DuiitError(f"guide predictor {options.guide_predictor!r}: use one of {', '.join(GUIDE_PREDICTORS)}")
         guided = options.method == "duiit" and options.guide_predictor == "target"
         self.guide_predictor = SlicePredictor(network, outputs) if guided else None
-        for module in (self.translator, self.discriminators, self.predictor, self.guide_predictor):
-            if module is not None:
-                init_weights(module, init)
-                module.to(device)
+        for module in self.modules().values():
+            init_weights(module, init)
+            module.to(device)
         self.optimizers = {}
         betas = (options.beta1, 0.999)
         if self.uses_translator:
@@ -202,6 +201,11 @@ class Trainer:
         self.translated_source = None  # cyclegan's second stage: G(source), computed once
         self.guide_labels = guide_labels(options, cohort.label_names)
         self._wrapped = {}
+
+    def modules(self) -> dict:
+        """The networks this method trains, by name (in a fixed order: their initialisation draws in turn)."""
+        named = {n: getattr(self, n) for n in ("translator", "discriminators", "predictor", "guide_predictor")}
+        return {n: m for n, m in named.items() if m is not None}
 
     @property
     def uses_translator(self) -> bool:
@@ -363,9 +367,8 @@ class Trainer:
                     continue
                 if phase == "predictor" and self.options.method == "cyclegan":
                     self.translated_sampler = BatchSampler(self.translate_source(), self.options.task, self.rng)
-                for module in (self.translator, self.discriminators, self.predictor, self.guide_predictor):
-                    if module is not None:
-                        module.train()
+                for module in self.modules().values():
+                    module.train()
                 while self.step < done_before + length:
                     iteration = self.step - done_before + 1
                     self._set_learning_rate(iteration, length)
@@ -395,9 +398,7 @@ class Trainer:
             self.progress.event("checkpoint", path=str(self.checkpoint_path), iteration=self.step)
 
     def state(self) -> dict:
-        modules = {n: unwrap(getattr(self, n)).state_dict()
-                   for n in ("translator", "discriminators", "predictor", "guide_predictor")
-                   if getattr(self, n) is not None}
+        modules = {n: unwrap(m).state_dict() for n, m in self.modules().items()}
         return {"options": self.options.fingerprint(), "network": self.network.to_dict(), "step": self.step,
                 "modules": modules, "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "rng": self.rng.get_state(), "pools": {k: p.state() for k, p in self.pools.items()},
