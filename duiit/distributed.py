@@ -58,6 +58,15 @@ def any_rank(flag: bool, context: DistributedContext, device: torch.device) -> b
     return bool(value.item() > 0)
 
 
+def gather_to_main(value, context: DistributedContext):
+    """Every rank's `value` (picklable), as a list in rank order on the main rank; None on the others."""
+    if not context.enabled:
+        return [value]
+    gathered = [None] * context.world_size if context.is_main else None
+    dist.gather_object(value, gathered, dst=0)
+    return gathered
+
+
 def finish(context: DistributedContext) -> None:
     if context.enabled and dist.is_initialized():
         dist.barrier()

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cohort import Cohort, SliceSet
 from .device import autocast
-from .distributed import DistributedContext, any_rank, unwrap, wrap
+from .distributed import DistributedContext, any_rank, gather_to_main, unwrap, wrap
 from .errors import DuiitError
 from .image_pool import ImagePool
 from .losses import gan_loss, task_loss
@@ -391,17 +391,24 @@ class Trainer:
                 done_before += length
 
     def save(self) -> None:
-        if self.checkpoint_path is None or not self.context.is_main:
+        if self.checkpoint_path is None:
             return
-        save_checkpoint(self.checkpoint_path, self.state())
+        ranks = gather_to_main(self.sampling_state(), self.context)  # every rank takes part
+        if not self.context.is_main:
+            return
+        save_checkpoint(self.checkpoint_path, {**self.state(), "ranks": ranks})
         if self.progress:
             self.progress.event("checkpoint", path=str(self.checkpoint_path), iteration=self.step)
 
+    def sampling_state(self) -> dict:
+        """What differs between the processes of a multi-process run: each draws its own batches."""
+        return {"rng": self.rng.get_state(), "pools": {k: p.state() for k, p in self.pools.items()}}
+
     def state(self) -> dict:
+        """Everything but the sampling state, which `save` gathers from every process."""
         modules = {n: unwrap(m).state_dict() for n, m in self.modules().items()}
         return {"options": self.options.fingerprint(), "network": self.network.to_dict(), "step": self.step,
                 "modules": modules, "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                "rng": self.rng.get_state(), "pools": {k: p.state() for k, p in self.pools.items()},
                 "history": self.history, "time": time.time()}
 
     def load_state(self, state: dict) -> None:
@@ -412,9 +419,14 @@ class Trainer:
             unwrap(getattr(self, name)).load_state_dict(values)
         for name, values in state["optimizers"].items():
             self.optimizers[name].load_state_dict(values)
-        self.rng.set_state(state["rng"])
-        for name, values in state["pools"].items():
-            self.pools[name].load(values, self.device)
+        # each process resumes its own sampling; a process the checkpoint has none for (an earlier
+        # checkpoint, or more processes now) keeps its fresh rank-seeded generator and an empty pool
+        ranks = state["ranks"] if "ranks" in state else [{"rng": state["rng"], "pools": state["pools"]}]
+        if self.context.rank < len(ranks):
+            own = ranks[self.context.rank]
+            self.rng.set_state(own["rng"])
+            for name, values in own["pools"].items():
+                self.pools[name].load(values, self.device)
         self.history = list(state["history"])
         self.step = int(state["step"])
 
