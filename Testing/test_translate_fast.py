@@ -12,7 +12,7 @@ import torch
 from duiit.bundle import Bundle
 from duiit.errors import DuiitError
 from duiit.normalisation import apply_normalisation, fit_normalisation, hu_to_unit, unit_to_hu
-from duiit.slices import AxialLayout, from_axial, resize, to_axial, volume_to_slices
+from duiit.slices import AxialLayout, SquareFit, from_axial, in_plane_spacing, to_axial
 from duiit.translate import FastPath, translate_volume, unit_affine
 from Testing.benchmarks.common import head_volume, make_bundle, reference_translate
 
@@ -94,9 +94,10 @@ def test_error_map_is_the_plain_cycle_error(bundle):
     axial = to_axial(image)
     source = sitk.GetArrayFromImage(axial)
     unit = apply_normalisation(source, fit_normalisation(source, "MR"))
-    slices = volume_to_slices(unit, bundle.network.image_size)
+    fit = SquareFit.of(unit.shape[1:], in_plane_spacing(axial), bundle.network.image_size)
+    slices = fit.to_network(torch.from_numpy(unit)[:, None])
     with torch.no_grad():
-        error = resize((translator.to_source(translator.to_target(slices)) - slices).abs(), unit.shape[1:])
+        error = fit.from_network((translator.to_source(translator.to_target(slices)) - slices).abs())
     plain = sitk.GetImageFromArray(error[:, 0].numpy())
     plain.CopyInformation(axial)
     plain = sitk.GetArrayFromImage(from_axial(plain, image))
@@ -270,9 +271,58 @@ def test_a_bundle_with_the_earlier_linear_ct_map_is_translated_with_that_map(bun
     linear = {"method": "ct_hu", "low": -1024.0, "high": 3071.0}
     old = Bundle(bundle.path, {**bundle.header, "normalisation": {**bundle.header["normalisation"], "target": linear}},
                  bundle.tensors)
-    image = source_image(DIRECTIONS["ras"], shape=(6, 32, 32))  # the network's size: no resize in between
+    image = source_image(DIRECTIONS["ras"], shape=(6, 32, 32))
+    image.SetSpacing((0.8, 0.8, 2.5))  # the network's size, square pixels: no resize in between
     current = sitk.GetArrayFromImage(translate_volume(bundle, image, device="cpu").ct)
     earlier = sitk.GetArrayFromImage(translate_volume(old, image, device="cpu").ct)
     same_unit = unit_to_hu(hu_to_unit(current), linear)
     assert np.abs(earlier - same_unit).max() < 0.05
     assert np.abs(earlier - current).max() > 10  # the two maps do differ
+
+
+def test_square_fit_keeps_a_round_head_round():
+    """A disc in mm, in a slice whose pixels are twice as long as wide, is a disc at the network size."""
+    rows, columns, spacing = np.mgrid[0:40, 0:20], (40, 20), (0.5, 1.0)
+    disc = ((rows[0] - 19.5) * spacing[0]) ** 2 + ((rows[1] - 9.5) * spacing[1]) ** 2 <= 8.0 ** 2
+    fit = SquareFit.of(columns, spacing, 32)
+    assert fit.fitted == (32, 32)  # 20 mm x 20 mm: square in mm, so a plain resize
+    fit = SquareFit.of((40, 10), spacing, 32)  # 20 mm x 10 mm
+    assert fit.fitted == (32, 16) and fit.corner == (0, 8)
+    square = SquareFit.of((40, 20), spacing, 32).to_network(torch.from_numpy(disc.astype(np.float32))[None, None])
+    inside = square[0, 0] > 0.5
+    assert abs(int(inside.any(1).sum()) - int(inside.any(0).sum())) <= 1
+
+
+def test_square_fit_pads_with_background_and_comes_back():
+    ramp = torch.linspace(-0.5, 0.5, 24 * 32).reshape(1, 1, 24, 32)
+    fit = SquareFit.of((24, 32), (1.0, 1.0), 32)
+    assert fit.fitted == (24, 32) and fit.corner == (4, 0)
+    network = fit.to_network(ramp)
+    assert network.shape == (1, 1, 32, 32)
+    assert torch.all(network[..., :4, :] == -1.0) and torch.all(network[..., 28:, :] == -1.0)
+    assert torch.allclose(fit.from_network(network), ramp, atol=1e-6)
+
+
+def test_a_rectangular_field_of_view_translates_like_the_same_head_in_a_square_one(bundle):
+    """256 x 192 mm of head, as acquired and padded with air to 256 x 256: the same CT where both have data.
+    (Stretching the rectangle to the network's square would not give it.)"""
+    lps = (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)  # the array is already in axial order: no flips to mirror below
+    array = np.clip(sitk.GetArrayFromImage(head_volume((6, 24, 32), direction=lps)), 0, None)  # a magnitude image
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((8.0, 8.0, 2.5))
+    padded_array = np.zeros((6, 32, 32), np.int16)
+    padded_array[:, 4:28] = array
+    padded = sitk.GetImageFromArray(padded_array)
+    padded.SetSpacing(image.GetSpacing())
+    rectangle = sitk.GetArrayFromImage(translate_volume(bundle, image, device="cpu").ct)
+    square = sitk.GetArrayFromImage(translate_volume(bundle, padded, device="cpu").ct)[:, 4:28]
+    assert np.median(np.abs(rectangle - square)) < 5.0
+    stretched = SquareFit((24, 32), 32, (32, 32), (0, 0))  # what a plain resize to the square does
+    translator = bundle.translator()
+    unit = apply_normalisation(array.astype(np.float32), fit_normalisation(array, "MR"))
+    with torch.no_grad():
+        fake = stretched.from_network(translator.to_target(stretched.to_network(torch.from_numpy(unit)[:, None])))
+    stretched_hu = unit_to_hu(fake[:, 0].numpy(), bundle.header["normalisation"]["target"])
+    print("median |rectangle - square|", np.median(np.abs(rectangle - square)),
+          "stretched - square", np.median(np.abs(stretched_hu - square)))
+    assert np.median(np.abs(stretched_hu - square)) > 3 * np.median(np.abs(rectangle - square))

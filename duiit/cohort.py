@@ -10,7 +10,7 @@ from .dicom_series import find_series
 from .errors import DuiitError
 from .manifest import Case
 from .normalisation import normalise
-from .slices import informative, to_axial, volume_to_slices
+from .slices import in_plane_spacing, informative, to_axial, volume_to_slices
 from .volume_io import read_volume
 
 # With a lesion mask, slices without lesion get this label (slice-level classification).
@@ -98,7 +98,7 @@ def load_case(case: Case, image_size: int, task: str, label_names: list):
     image = read_volume(case.path, case.series_uid)
     axial = to_axial(image)
     unit, record = normalise(sitk.GetArrayFromImage(axial), case.modality, tags)
-    slices = volume_to_slices(unit, image_size)
+    slices = volume_to_slices(unit, image_size, in_plane_spacing(axial))
     keep = informative(slices)
     if task == "regression":
         labels = torch.full((slices.shape[0],), regression_value(case.label), dtype=torch.float32)

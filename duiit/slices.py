@@ -2,7 +2,9 @@
 
 A volume is first put in LPS order (a pure axis permutation/flip, so exactly invertible) so that
 its k axis is axial whatever its direction; slices are resized to the network size with bilinear
-interpolation (antialiased when shrinking) and resized back afterwards.
+interpolation (antialiased when shrinking) and resized back afterwards. A slice whose field of view is
+not square in mm is fitted into the network's square keeping its shape (`SquareFit`), so a head looks the
+same to the networks whatever the acquisition's matrix and pixel spacing.
 
 Two ways to get the LPS order: `to_axial`/`from_axial` make reoriented copies (SimpleITK's
 DICOMOrient), which is simple and fine for small volumes and for training; `AxialLayout` gives the
@@ -25,6 +27,9 @@ AXIAL_ORIENTATION = "LPS"
 # is foreground (above -0.8 in network range), so empty slices above and below the body do not vote.
 FOREGROUND_LEVEL = -0.8
 MIN_FOREGROUND_FRACTION = 0.05
+
+# network units of the padding around a slice whose field of view is not square: air / no signal
+BACKGROUND_UNIT = -1.0
 
 # orientation letter -> (LPS axis it lies along, True when it points the negative way)
 _LETTERS = {"L": (0, False), "R": (0, True), "P": (1, False), "A": (1, True), "S": (2, False), "I": (2, True)}
@@ -52,6 +57,7 @@ class AxialLayout:
     size: tuple          # the image's size (i, j, k)
     source_axis: tuple   # per LPS axis t
     flipped: tuple       # per LPS axis t
+    spacing: tuple = (1.0, 1.0, 1.0)  # mm per LPS axis t
 
     @classmethod
     def of(cls, image: sitk.Image) -> "AxialLayout":
@@ -60,11 +66,17 @@ class AxialLayout:
         for axis, letter in enumerate(code):
             target, negative = _LETTERS[letter]
             source_axis[target], flipped[target] = axis, negative
-        return cls(tuple(image.GetSize()), tuple(source_axis), tuple(flipped))
+        spacing = tuple(float(image.GetSpacing()[axis]) for axis in source_axis)
+        return cls(tuple(image.GetSize()), tuple(source_axis), tuple(flipped), spacing)
 
     @property
     def identity(self) -> bool:
         return self.source_axis == (0, 1, 2) and not any(self.flipped)
+
+    @property
+    def in_plane_spacing(self) -> tuple:
+        """(row, column) mm of the axial slices."""
+        return self.spacing[1], self.spacing[0]
 
     @property
     def shape(self) -> tuple:
@@ -115,9 +127,46 @@ def resize(slices: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(slices, size=tuple(size), mode="bilinear", align_corners=False, antialias=shrinking)
 
 
-def volume_to_slices(array: np.ndarray, image_size: int) -> torch.Tensor:
-    """(Z, Y, X) float32 -> (Z, 1, S, S)."""
-    return resize(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[:, None], (image_size, image_size))
+def in_plane_spacing(axial: sitk.Image) -> tuple:
+    """(row, column) mm of an LPS-ordered image's slices."""
+    return float(axial.GetSpacing()[1]), float(axial.GetSpacing()[0])
+
+
+@dataclass(frozen=True)
+class SquareFit:
+    """Where a (rows, columns) slice of (row, column) mm pixels lies in the network's size x size square:
+    scaled so that its longer side in mm spans the square and its pixels are square in mm, centred, the
+    rest BACKGROUND_UNIT. A square field of view fills the square (a plain resize)."""
+    shape: tuple   # the slice's (rows, columns)
+    size: int      # the network's square
+    fitted: tuple  # (rows, columns) the slice takes inside the square
+    corner: tuple  # (top, left) of it
+
+    @classmethod
+    def of(cls, shape, spacing, size: int) -> "SquareFit":
+        extent = (shape[0] * spacing[0], shape[1] * spacing[1])
+        longest = max(extent)
+        fitted = tuple(max(1, min(size, round(size * e / longest))) if longest > 0 else size for e in extent)
+        return cls(tuple(shape), size, fitted, ((size - fitted[0]) // 2, (size - fitted[1]) // 2))
+
+    def to_network(self, slices: torch.Tensor) -> torch.Tensor:
+        """(N, 1, rows, columns) -> (N, 1, size, size)."""
+        inner = resize(slices, self.fitted)
+        if self.fitted == (self.size, self.size):
+            return inner
+        (top, left), (rows, columns) = self.corner, self.fitted
+        return F.pad(inner, (left, self.size - columns - left, top, self.size - rows - top), value=BACKGROUND_UNIT)
+
+    def from_network(self, slices: torch.Tensor) -> torch.Tensor:
+        """(N, 1, size, size) -> (N, 1, rows, columns): the slice's part of the square, resized back."""
+        (top, left), (rows, columns) = self.corner, self.fitted
+        return resize(slices[..., top:top + rows, left:left + columns], self.shape)
+
+
+def volume_to_slices(array: np.ndarray, image_size: int, spacing: tuple) -> torch.Tensor:
+    """(Z, Y, X) float32 with (Y, X) mm pixels -> (Z, 1, S, S), see SquareFit."""
+    fit = SquareFit.of(array.shape[1:], spacing, image_size)
+    return fit.to_network(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[:, None])
 
 
 def foreground_fraction(slices: torch.Tensor) -> torch.Tensor:

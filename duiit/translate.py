@@ -41,8 +41,8 @@ from .errors import DuiitError
 from .networks import ResnetGenerator
 from .normalisation import CT_HIGH_HU, CT_LOW_HU, fit_normalisation, hu_to_unit, unit_to_hu
 from .prediction import prediction_dict, run_predictor
-from .slices import (MIN_FOREGROUND_FRACTION, AxialLayout, foreground_fraction, informative, resize, to_axial,
-                     volume_to_slices)
+from .slices import (MIN_FOREGROUND_FRACTION, AxialLayout, SquareFit, foreground_fraction, in_plane_spacing,
+                     informative, to_axial, volume_to_slices)
 
 # Default batch: about this many network pixels per batch (16 slices at 256 px), within [low, high].
 BATCH_PIXELS = {"cpu": (2 ** 20, 4, 32), "cuda": (2 ** 21, 8, 64)}
@@ -334,6 +334,7 @@ def translate_volume(bundle: Bundle, image: sitk.Image, device="auto", series_ta
         progress=progress)
     array = sitk.GetArrayViewFromImage(image)
     job.source = job.layout.view(array)             # (slices, rows, columns): a view, no copy
+    job.fit = SquareFit.of(job.source.shape[1:], job.layout.in_plane_spacing, size)
     record = fit_normalisation(job.layout.subsample(array), header["source_modality"], series_tags)
     job.scale, job.offset = unit_affine(record)
     job.ct_record = header["normalisation"]["target"]
@@ -365,6 +366,7 @@ class _Job:
     scale: float = 1.0
     offset: float = 0.0
     ct_record: dict = None      # the bundle's CT normalisation: network units -> HU
+    fit: SquareFit = None       # the slices' place in the network's square
     ct: _Output = None
     error: _Output = None
 
@@ -383,7 +385,7 @@ def _run_cpu(job: _Job) -> None:
             part = buffer[:j - i]
             np.copyto(part.numpy(), job.source[start + i:start + j], casting="unsafe")  # any dtype -> float32
             part.mul_(job.scale).add_(job.offset).clamp_(-1.0, 1.0)
-            small[i:j] = resize(part[:, None], (size, size))
+            small[i:j] = job.fit.to_network(part[:, None])
         net_in = small[:count]
         fake = job.to_ct(net_in)
         job.predictions.add(fake, start)
@@ -391,9 +393,9 @@ def _run_cpu(job: _Job) -> None:
         error = (job.to_source(fake) - net_in).abs_() if job.error is not None else None
         for i in range(0, count, chunk):
             j = min(i + chunk, count)
-            job.ct.write(start + i, resize(hu[i:j], (height, width))[:, 0].numpy())
+            job.ct.write(start + i, job.fit.from_network(hu[i:j])[:, 0].numpy())
             if error is not None:
-                job.error.write(start + i, resize(error[i:j], (height, width))[:, 0].numpy())
+                job.error.write(start + i, job.fit.from_network(error[i:j])[:, 0].numpy())
         if job.progress:
             job.progress(start + count, depth)
 
@@ -403,7 +405,7 @@ def _run_cuda(job: _Job) -> None:
     results copied back without blocking and written to the output while the next batch computes. Else plain
     synchronous copies. Fixed batch shapes (the last batch padded) under cudnn benchmark / torch.compile."""
     depth, height, width = job.source.shape
-    device, fast, size, batch_size = job.device, job.fast, job.size, job.batch_size
+    device, fast, batch_size = job.device, job.fast, job.batch_size
     pinned = fast.pinned
     slots = 2 if pinned else 1
     outputs = [job.ct] + ([job.error] if job.error is not None else [])
@@ -432,16 +434,16 @@ def _run_cuda(job: _Job) -> None:
         np.copyto(host.numpy(), job.source[start:start + count], casting="unsafe")
         batch = _upload(host, device, copy_stream, uploaded, slot)
         batch = batch.mul_(job.scale).add_(job.offset).clamp_(-1.0, 1.0)[:, None]
-        net_in = resize(batch, (size, size))
+        net_in = job.fit.to_network(batch)
         if pad and count < batch_size:
             net_in = torch.cat([net_in, net_in[-1:].expand(batch_size - count, -1, -1, -1)])
         fake_all = job.to_ct(net_in)
         fake = fake_all[:count]
         job.predictions.add(fake, start)
-        results = [resize(unit_to_hu(fake, job.ct_record), (height, width))[:, 0]]
+        results = [job.fit.from_network(unit_to_hu(fake, job.ct_record))[:, 0]]
         if job.error is not None:
             error = (job.to_source(fake_all)[:count] - net_in[:count]).abs_()
-            results.append(resize(error, (height, width))[:, 0])
+            results.append(job.fit.from_network(error)[:, 0])
         if not pinned:
             for output, result in zip(outputs, results):
                 output.write(start, result.cpu().numpy())
@@ -507,7 +509,7 @@ def predict_volume(bundle: Bundle, ct_image: sitk.Image, device="auto") -> dict:
     axial = to_axial(ct_image)
     slices = volume_to_slices(hu_to_unit(sitk.GetArrayViewFromImage(axial).astype(np.float32),
                                          bundle.header["normalisation"]["target"]),
-                              bundle.network.image_size)
+                              bundle.network.image_size, in_plane_spacing(axial))
     header = bundle.header
     keep = informative(slices)
     outputs = run_predictor(predictor, slices[keep], header["task"], header.get("regression_scale", [0.0, 1.0]),

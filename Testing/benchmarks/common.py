@@ -102,19 +102,20 @@ def reference_translate(bundle, image: sitk.Image, predict: bool = True):
     one informative slice at a time. Returns (ct image, prediction dict or None)."""
     from duiit.normalisation import apply_normalisation, fit_normalisation, unit_to_hu
     from duiit.prediction import prediction_dict
-    from duiit.slices import from_axial, informative, resize, to_axial, volume_to_slices
+    from duiit.slices import SquareFit, from_axial, in_plane_spacing, informative, to_axial
     header = bundle.header
     translator, predictor = bundle.translator(), bundle.predictor()
     size = bundle.network.image_size
     axial = to_axial(image)
     source = sitk.GetArrayFromImage(axial)
     unit = apply_normalisation(source, fit_normalisation(source, header["source_modality"], None))
-    depth, height, width = unit.shape
+    depth = unit.shape[0]
+    fit = SquareFit.of(unit.shape[1:], in_plane_spacing(axial), size)
     ct = np.empty(unit.shape, dtype=np.float32)
     fakes = []
     for k in range(depth):
-        fake = translator.to_target(volume_to_slices(unit[k:k + 1], size))
-        ct[k] = resize(unit_to_hu(fake, header["normalisation"]["target"]), (height, width))[0, 0].detach().numpy()
+        fake = translator.to_target(fit.to_network(torch.from_numpy(unit[k:k + 1])[:, None]))
+        ct[k] = fit.from_network(unit_to_hu(fake, header["normalisation"]["target"]))[0, 0].detach().numpy()
         fakes.append(fake.detach())
     out = sitk.GetImageFromArray(ct)
     out.CopyInformation(axial)
