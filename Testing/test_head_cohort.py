@@ -200,9 +200,14 @@ def test_mr_lesion_gain_changes_only_how_bright_the_mr_lesions_are(real, tmp_pat
     gains = [c["record"]["simulated_lesions"][0]["contrast"] for c in (default, faint)]
     assert 0.3 <= gains[0] <= 0.6 and 0.1 <= gains[1] <= 0.2
     assert faint["clean"][lesion].mean() < default["clean"][lesion].mean()
-    with pytest.raises(DuiitError, match="MR lesion gain"):
-        hc.build_cohort(tmp_path / "bad", n_ct_patients=2, n_mr_patients=1, size="tiny", samples=samples,
-                        real_volumes=volumes, mr_lesion_gain=(0.2, 0.1))
+    dark = hc.make_case(mr, "tiny", np.random.default_rng(5), 1, mr_lesion_gain=(-0.35, -0.2))
+    np.testing.assert_array_equal(default["lesion_mask"], dark["lesion_mask"])
+    brain_nearby = near & ~lesion & (default["clean"] > 0.5 * np.median(default["clean"][lesion]))
+    assert dark["clean"][lesion].mean() < 0.9 * dark["clean"][brain_nearby].mean()  # darker than its brain
+    for bad in ((0.2, 0.1), (-0.2, 0.2), (-1.0, -0.5)):
+        with pytest.raises(DuiitError, match="MR lesion gain"):
+            hc.build_cohort(tmp_path / "bad", n_ct_patients=2, n_mr_patients=1, size="tiny", samples=samples,
+                            real_volumes=volumes, mr_lesion_gain=bad)
     assert not (tmp_path / "bad").exists()
 
 

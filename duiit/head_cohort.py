@@ -602,7 +602,7 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
     real_volumes: the list from load_real_volumes(samples), to reuse one already loaded; mr_volumes: names
     of the real MRs to use (default: DEFAULT_MR_VOLUMES), when real_volumes is None; mr_lesion_gain: the
     range of a simulated MR lesion's brightness over the local brain (0.3-0.6: subacute-blood-like; lower
-    for lesions that T1 shows faintly). The random draws do not depend on it, so two cohorts that differ only
+    for lesions that T1 shows faintly; negative for lesions darker than the brain, as acute blood on T1). The random draws do not depend on it, so two cohorts that differ only
     in it have the same patients and lesions.
     out_dir is replaced as a whole (atomically) if it is an earlier cohort; any other non-empty folder is
     refused.
@@ -612,8 +612,10 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
     if n_ct_patients < 2 or n_mr_patients < 1 or n_check < 0:
         raise DuiitError("a cohort needs at least 2 CT patients (train and test) and 1 MR patient")
     mr_lesion_gain = tuple(float(g) for g in mr_lesion_gain)
-    if len(mr_lesion_gain) != 2 or not 0.0 < mr_lesion_gain[0] <= mr_lesion_gain[1]:
-        raise DuiitError(f"MR lesion gain {mr_lesion_gain}: give a range LOW,HIGH with 0 < LOW <= HIGH")
+    if len(mr_lesion_gain) != 2 or not (0.0 < mr_lesion_gain[0] <= mr_lesion_gain[1]
+                                        or -1.0 < mr_lesion_gain[0] <= mr_lesion_gain[1] < 0.0):
+        raise DuiitError(f"MR lesion gain {mr_lesion_gain}: give a range LOW,HIGH with 0 < LOW <= HIGH "
+                         "(brighter than the brain) or -1 < LOW <= HIGH < 0 (darker)")
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or (any(out_dir.iterdir())
                                                        and not (out_dir / "cohort.json").is_file())):

@@ -783,7 +783,8 @@ def parse_args(argv=None):
                         "(default: DEFAULT_MR_VOLUMES, the three single-subject T1s)")
     p.add_argument("--mr-lesion-gain", type=lambda text: [float(v) for v in text.split(",")],
                    help="range LOW,HIGH of a simulated MR lesion's brightness over the local brain "
-                        "(default 0.3,0.6 as in duiit.head_cohort; lower: lesions T1 shows faintly)")
+                        "(default 0.3,0.6 as in duiit.head_cohort; lower: lesions T1 shows faintly; "
+                        "negative, e.g. -0.35,-0.2: darker than the brain, as acute blood on T1)")
     p.add_argument("--n-mr", type=int, help=f"MR patients (default {FULL_COHORT['n_mr_patients']})")
     p.add_argument("--source-weight", type=float, default=1.0, help="b: weight of C's loss on (translated) MR")
     p.add_argument("--predictor-width", type=int, help="predictor width (default: the small preset's)")
