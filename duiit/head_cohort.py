@@ -602,8 +602,9 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
     real_volumes: the list from load_real_volumes(samples), to reuse one already loaded; mr_volumes: names
     of the real MRs to use (default: DEFAULT_MR_VOLUMES), when real_volumes is None; mr_lesion_gain: the
     range of a simulated MR lesion's brightness over the local brain (0.3-0.6: subacute-blood-like; lower
-    for lesions that T1 shows faintly; negative for lesions darker than the brain, as acute blood on T1). The random draws do not depend on it, so two cohorts that differ only
-    in it have the same patients and lesions.
+    for lesions that T1 shows faintly; negative for lesions darker than the brain, as acute blood on T1).
+    The random draws do not depend on it, so two cohorts that differ only in it have the same patients and
+    lesions.
     out_dir is replaced as a whole (atomically) if it is an earlier cohort; any other non-empty folder is
     refused.
     """
