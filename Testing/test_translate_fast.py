@@ -323,6 +323,4 @@ def test_a_rectangular_field_of_view_translates_like_the_same_head_in_a_square_o
     with torch.no_grad():
         fake = stretched.from_network(translator.to_target(stretched.to_network(torch.from_numpy(unit)[:, None])))
     stretched_hu = unit_to_hu(fake[:, 0].numpy(), bundle.header["normalisation"]["target"])
-    print("median |rectangle - square|", np.median(np.abs(rectangle - square)),
-          "stretched - square", np.median(np.abs(stretched_hu - square)))
     assert np.median(np.abs(stretched_hu - square)) > 3 * np.median(np.abs(rectangle - square))
