@@ -168,6 +168,23 @@ def test_default_threads_leave_the_cores_other_work_keeps_busy(monkeypatch):
     from duiit import device
     monkeypatch.setattr(device.os, "cpu_count", lambda: 4)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
-    for load, expected in ((0.2, 4), (1.4, 3), (2.6, 1), (9.0, 1)):
-        monkeypatch.setattr(device.os, "getloadavg", lambda load=load: (load, load, load))
-        assert device.default_cpu_threads() == expected, load
+    for busy, expected in ((0.2, 4), (1.4, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(device, "busy_cores", lambda busy=busy: busy)
+        assert device.default_cpu_threads() == expected, busy
+
+
+def test_busy_cores_are_measured_now_where_the_kernel_tells(monkeypatch, tmp_path):
+    from duiit import device
+    assert 0.0 <= device.busy_cores(0.05) <= (device.os.cpu_count() or 1) + 1e-6  # this machine, for real
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 5 50 800 20 1 2 0 0 0\ncpu0 1 2 3 4\n")
+    assert device._cpu_times(stat) == (158, 978)  # busy: all but idle and iowait
+    assert device._cpu_times(tmp_path / "missing") is None
+    readings = iter([(100, 1000), (250, 1200)])  # 150 of 200 ticks busy on 4 cores: 3 cores
+    monkeypatch.setattr(device.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(device, "_cpu_times", lambda: next(readings))
+    assert device.busy_cores(0.0) == pytest.approx(3.0)
+    # without /proc/stat: the 1-minute load average
+    monkeypatch.setattr(device, "_cpu_times", lambda: None)
+    monkeypatch.setattr(device.os, "getloadavg", lambda: (1.5, 1.0, 0.5), raising=False)
+    assert device.busy_cores(0.0) == 1.5

@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     compute = argparse.ArgumentParser(add_help=False)
     compute.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice less the "
-                         "cores other work keeps busy, by the load average)")
+                         "cores other work keeps busy, measured at the start)")
 
     p = sub.add_parser("index", help="list the DICOM series under a folder as a manifest CSV (labels empty)")
     p.add_argument("dicom_dir")

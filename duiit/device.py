@@ -1,6 +1,7 @@
 """Which device computes: `auto` takes CUDA when there is one and says so; the CPU fall-back is said plainly."""
 
 import os
+import time
 
 import torch
 
@@ -38,8 +39,31 @@ def autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def _cpu_times(path="/proc/stat"):
+    """(busy, total) CPU time in ticks over all cores since boot (Linux), or None where not readable."""
+    try:
+        with open(path) as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user time
+    return total - idle, total
+
+
+def busy_cores(interval: float = 0.5) -> float:
+    """How many cores other work keeps busy: measured over `interval` s where the kernel tells (this process
+    sleeps meanwhile), else the 1-minute load average, which still counts a job that ended a minute ago."""
+    first = _cpu_times()
+    if first is not None:
+        time.sleep(interval)
+        second = _cpu_times()
+        if second is not None and second[1] > first[1]:
+            return (os.cpu_count() or 1) * (second[0] - first[0]) / (second[1] - first[1])
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
 def default_cpu_threads() -> int:
-    """PyTorch's CPU thread count less the cores other work keeps busy (the 1-minute load average): on a shared
-    2-core machine, 2 threads ran a training step 4-10x slower than 1 while another job used a core."""
-    busy = round(os.getloadavg()[0]) if hasattr(os, "getloadavg") else 0
-    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - busy))
+    """PyTorch's CPU thread count less the cores other work keeps busy: on a shared 2-core machine, 2 threads
+    ran a training step 4-10x slower than 1 while another job used a core."""
+    return max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - round(busy_cores())))
