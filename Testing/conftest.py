@@ -27,6 +27,20 @@ def run_cli_process(*args, timeout=300):
                           timeout=timeout, cwd=ROOT, env=os.environ.copy())
 
 
+def run_torchrun(*args, processes=2, timeout=300):
+    """`python -m torch.distributed.run --nproc_per_node N ARGS` on a free local port (parallel test runs do
+    not collide), one CPU thread per process, with the project on PYTHONPATH."""
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr",
+         "127.0.0.1", "--master_port", str(port), *map(str, args)],
+        capture_output=True, text=True, encoding="utf-8", timeout=timeout, cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+
+
 def run_cli(*args):
     """The same entry point as `duiit ARGS` (cli.main), in this process: saves a torch import per call."""
     from duiit.cli import main

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import ROOT, TINY, run_cli, run_cli_process
+from conftest import ROOT, TINY, run_cli, run_cli_process, run_torchrun
 from dicom_factory import write_series
 from duiit.bundle import read_header
 from duiit.phantom import head_phantom
@@ -147,17 +147,9 @@ def test_train_all_methods_with_report(mr_cohort, tmp_path):
 
 
 def test_two_process_distributed_training_with_gloo(mr_cohort, tmp_path):
-    import socket
-    with socket.socket() as probe:  # a free port, so parallel test runs do not collide
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     out = tmp_path / "ddp.duiit"
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(port),
-         "-m", "duiit", "train", "--manifest", str(mr_cohort), "--source", "MR", "--task", "classification",
-         "-o", str(out), "--iterations", "3", "--device", "cpu", *TINY],
-        capture_output=True, text=True, encoding="utf-8", timeout=300, cwd=ROOT)
+    result = run_torchrun("-m", "duiit", "train", "--manifest", mr_cohort, "--source", "MR", "--task",
+                          "classification", "-o", out, "--iterations", "3", "--device", "cpu", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     assert read_header(out)["training"]["world_size"] == 2
 

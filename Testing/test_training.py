@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ROOT, run_torchrun
 from duiit.checkpoint import load_checkpoint
 from duiit.cohort import build_cohort
 from duiit.errors import DuiitError
@@ -221,19 +222,6 @@ def test_regression_and_three_classes(tmp_path):
 def test_two_process_resume_gives_each_process_its_own_sampling_back(mr_cohort, tmp_path):
     """Each process draws its own batches; a resumed multi-process run must give each its own generator
     and image pools back (not the main process's), or the processes draw the same batches afterwards."""
-    import os
-    import socket
-    import subprocess
-    import sys
-    from pathlib import Path
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(port), str(root / "Testing" / "distributed_resume.py"), str(mr_cohort), str(tmp_path)],
-        capture_output=True, text=True, encoding="utf-8", timeout=300, cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+    result = run_torchrun(ROOT / "Testing" / "distributed_resume.py", mr_cohort, tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert result.stdout.count("same weights True, same sampling state True") == 2
