@@ -260,3 +260,24 @@ def test_a_cohort_fetches_only_the_samples_it_reads():
     assert hc.needed_samples(["mni152_t1", "mean_head_t1"]) == ["cranium_ct", "mni152_t1", "mni152_brain",
                                                                 "mean_head_t1"]
     assert set(hc.needed_samples(hc.MR_VOLUMES)) <= set(sample_data.SAMPLES)
+
+
+def test_simulated_t1_patients_follow_their_ct_lesions(real, tmp_path):
+    samples, volumes = real
+    assert hc.needed_samples([hc.SIMULATED_T1]) == ["cranium_ct"]
+    manifest = hc.build_cohort(tmp_path / "sim", n_ct_patients=2, n_mr_patients=3, n_check=0, size="tiny",
+                               lesion_fraction=1.0, samples=samples, real_volumes=[volumes[0], volumes[0]])
+    root = manifest.parent
+    rows = [r for r in csv.DictReader(open(manifest)) if r["modality"] == "MR"]
+    assert {r["source_volume"] for r in rows} == {"simulated_t1 (from cranium_ct)"}
+    summary = json.loads((root / "cohort.json").read_text())
+    assert "3 are T1s SIMULATED" in summary["what"] and [v["name"] for v in summary["real_volumes"]] == ["cranium_ct"]
+    lesion_rows = [r for r in rows if r["label"] == "lesion"]
+    assert len(lesion_rows) == 2   # lesion_fraction 1: all but one patient
+    spacing = sitk.ReadImage(str(root / rows[0]["path"])).GetSpacing()
+    for row in lesion_rows:
+        mr, lesion = _array(root, row["path"]), _array(root, row["mask"]) > 0
+        record = summary["cases"][row["patient_id"]]
+        assert record["mr_simulation"]["mapping"].startswith("T1_FROM_HU")
+        # the CT lesion (65-85 HU) seen through the T1 mapping: darker than the brain around it, as acute blood
+        assert np.median(mr[lesion]) < 0.95 * np.median(mr[_ring(lesion, spacing)])

@@ -230,28 +230,34 @@ MR_VOLUMES = {
 # The MNI152 and mean-head T1s are averages of many heads; adding them (5 MRs instead of 3) made no
 # difference that the seed spread could resolve (benchmark run 18), so the default stays the three single heads.
 DEFAULT_MR_VOLUMES = ("colin27_t1", "brain1_t1", "brain2_t1")
+# Not a real MR: "MR patients" that are T1s SIMULATED from augmentations of the real CT, as the check set's
+# MR is. A control for the benchmark: a source domain that the paired check represents (the real T1s' heads
+# differ from the one real CT), with lesions that follow the CT lesion through the mapping (dark on T1).
+SIMULATED_T1 = "simulated_t1"
 
 
 def needed_samples(mr_names=None) -> list:
     """The sample_data names a cohort with these real MRs reads (default: DEFAULT_MR_VOLUMES)."""
     names = ["cranium_ct"]
     for name in mr_names or DEFAULT_MR_VOLUMES:
-        names += [name] + [key for key in MR_VOLUMES.get(name, ()) if key]
+        if name != SIMULATED_T1:
+            names += [name] + [key for key in MR_VOLUMES.get(name, ()) if key]
     return names
 
 
 def load_real_volumes(samples: dict, mr_names=None) -> list:
     """RealVolumes from the sample_data paths: [CT, then the MRs named in MR_VOLUMES (default:
-    DEFAULT_MR_VOLUMES)]."""
+    DEFAULT_MR_VOLUMES)]. SIMULATED_T1 stands for the CT volume itself (its MR is simulated per patient)."""
     read = lambda key: sitk.ReadImage(str(samples[key])) if key else None  # noqa: E731
     mr_names = list(mr_names or DEFAULT_MR_VOLUMES)
-    unknown = [name for name in mr_names if name not in MR_VOLUMES]
+    unknown = [name for name in mr_names if name not in MR_VOLUMES and name != SIMULATED_T1]
     if unknown or not mr_names:
-        raise DuiitError(f"unknown real MR volume(s) {unknown} (known: {', '.join(MR_VOLUMES)})")
+        raise DuiitError(f"unknown real MR volume(s) {unknown} (known: {', '.join(MR_VOLUMES)}, {SIMULATED_T1})")
     try:
-        return [prepare_ct(read("cranium_ct"))] + [
-            prepare_mr(read(name), name, brain=read(MR_VOLUMES[name][0]), tumour=read(MR_VOLUMES[name][1]))
-            for name in mr_names]
+        ct = prepare_ct(read("cranium_ct"))
+        return [ct] + [ct if name == SIMULATED_T1 else
+                       prepare_mr(read(name), name, brain=read(MR_VOLUMES[name][0]), tumour=read(MR_VOLUMES[name][1]))
+                       for name in mr_names]
     except (KeyError, RuntimeError) as exc:
         raise DuiitError(f"cannot read the sample images ({str(exc).strip().splitlines()[-1][:200]})") from None
 
@@ -590,6 +596,14 @@ def make_case(volume: RealVolume, preset: str, rng: np.random.Generator, n_lesio
             "record": record}
 
 
+def simulated_mr_case(ct_volume: RealVolume, preset: str, rng: np.random.Generator, n_lesions: int) -> dict:
+    """One augmented CT patient (its lesions with the CT contrast) and the T1 SIMULATED from it: make_case's
+    dict with "mr" and "mr_simulation" added."""
+    case = make_case(ct_volume, preset, rng, n_lesions)
+    case["mr"], case["mr_simulation"] = simulate_t1_from_ct(case["clean"].astype(np.float32), case["grid"], rng)
+    return case
+
+
 def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small", n_check=2,
                  ct_train_fraction=0.25, lesion_fraction=0.5, cache_dir=None, samples=None,
                  real_volumes=None, mr_volumes=None, mr_lesion_gain=MR_LESION_GAIN, progress=None) -> Path:
@@ -600,7 +614,8 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
     held-out CT augmentations with their SIMULATED MR (check_manifest.csv). size: "tiny", "small" or
     "full" (see PRESETS). samples: {name: path} as from sample_data.fetch (what it needs is fetched if None);
     real_volumes: the list from load_real_volumes(samples), to reuse one already loaded; mr_volumes: names
-    of the real MRs to use (default: DEFAULT_MR_VOLUMES), when real_volumes is None; mr_lesion_gain: the
+    of the real MRs to use (default: DEFAULT_MR_VOLUMES; SIMULATED_T1 for T1s simulated from augmentations of
+    the real CT, whose lesions are the CT's seen through the mapping), when real_volumes is None; mr_lesion_gain: the
     range of a simulated MR lesion's brightness over the local brain (0.3-0.6: subacute-blood-like; lower
     for lesions that T1 shows faintly; negative for lesions darker than the brain, as acute blood on T1).
     The random draws do not depend on it, so two cohorts that differ only in it have the same patients and
@@ -639,32 +654,36 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
                 + [("MR", i, mr_volumes[i % len(mr_volumes)], mr_plan[i], "train") for i in range(n_mr_patients)])
         for role, index, volume, n_lesions, split in jobs:
             patient = f"{role}-{index + 1:03d}"
-            case = make_case(volume, size, _case_rng(seed, role, index), n_lesions, mr_lesion_gain)
+            simulated = role == "MR" and volume.modality == "CT"
+            if simulated:
+                case = simulated_mr_case(volume, size, _case_rng(seed, role, index), n_lesions)
+                case["record"]["mr_simulation"] = case["mr_simulation"]
+            else:
+                case = make_case(volume, size, _case_rng(seed, role, index), n_lesions, mr_lesion_gain)
             folder = role.lower()
             names = {"path": f"{folder}/{patient}.nii.gz", "mask": f"{folder}/{patient}_lesion.nii.gz",
                      "head_mask": f"{folder}/{patient}_head.nii.gz"}
-            _write(case["image"], case["grid"], tmp / names["path"])
+            _write(case["mr"] if simulated else case["image"], case["grid"], tmp / names["path"])
             _write(case["lesion_mask"], case["grid"], tmp / names["mask"])
             _write(case["head"], case["grid"], tmp / names["head_mask"])
             label = "lesion" if case["lesion_mask"].any() else "none"
+            source_name = f"{SIMULATED_T1} (from {volume.name})" if simulated else volume.name
             rows.append(dict(names, modality=role, label=label, patient_id=patient, split=split,
-                             source_volume=volume.name))
+                             source_volume=source_name))
             cases[patient] = dict(case["record"], modality=role, label=label, split=split)
-            say(f"{patient}: {volume.name}, {label}, {len(case['record']['lesion_slices'])} lesion slices")
+            say(f"{patient}: {source_name}, {label}, {len(case['record']['lesion_slices'])} lesion slices")
         for index in range(n_check):
             patient = f"CHECK-{index + 1:02d}"
-            rng = _case_rng(seed, "CHECK", index)
-            case = make_case(ct_volume, size, rng, 0)
-            mr, simulation = simulate_t1_from_ct(case["clean"].astype(np.float32), case["grid"], rng)
+            case = simulated_mr_case(ct_volume, size, _case_rng(seed, "CHECK", index), 0)
             names = {"path": f"check/{patient}_mr_simulated.nii.gz", "paired_ct": f"check/{patient}_ct.nii.gz",
                      "head_mask": f"check/{patient}_head.nii.gz"}
-            _write(mr, case["grid"], tmp / names["path"])
+            _write(case["mr"], case["grid"], tmp / names["path"])
             _write(case["image"], case["grid"], tmp / names["paired_ct"])
             _write(case["head"], case["grid"], tmp / names["head_mask"])
             check_rows.append(dict(names, modality="MR", label="none", patient_id=patient, split="test",
                                    source_volume=ct_volume.name, simulated="yes"))
             cases[patient] = dict(case["record"], modality="MR (simulated) + CT (real)", label="none",
-                                  split="test", mr_simulation=simulation)
+                                  split="test", mr_simulation=case["mr_simulation"])
             say(f"{patient}: simulated MR from {ct_volume.name}")
         write_manifest(rows, tmp / "manifest.csv")
         if check_rows:
@@ -678,6 +697,8 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
 def _summary(volumes, samples, size, seed, rows, check_rows, cases, seconds, mr_lesion_gain) -> dict:
     n_ct = sum(r["modality"] == "CT" for r in rows)
     n_mr = sum(r["modality"] == "MR" for r in rows)
+    n_simulated = sum(r["modality"] == "MR" and r["source_volume"].startswith(SIMULATED_T1) for r in rows)
+    real_mrs = [v for v in volumes[1:] if v.modality == "MR"]
     pixels, dz, max_slices = PRESETS[size]
     try:
         from .sample_data import provenance
@@ -685,15 +706,17 @@ def _summary(volumes, samples, size, seed, rows, check_rows, cases, seconds, mr_
     except Exception:  # provenance is informative only
         sources = {}
     return {
-        "what": (f"{n_ct} CT patients are augmentations of 1 real CT volume; {n_mr} MR patients are "
-                 f"augmentations of {len(volumes) - 1} real MR volumes; lesions are simulated (brain1/brain2 "
+        "what": (f"{n_ct} CT patients are augmentations of 1 real CT volume; {n_mr - n_simulated} MR patients "
+                 f"are augmentations of {len(real_mrs)} real MR volumes"
+                 + (f", {n_simulated} are T1s SIMULATED from other augmentations of the real CT" if n_simulated else "")
+                 + "; lesions are simulated (brain1/brain2 "
                  f"real tumours kept, mask value 2); check set: {len(check_rows)} held-out CT augmentations "
                  f"with {SIMULATED_MR_NOTE}"),
         "real_volumes": [{"name": v.name, "modality": v.modality, "native_size": list(v.image.GetSize()),
                           "native_spacing_mm": [round(s, 4) for s in v.image.GetSpacing()],
                           "head_height_covered_mm": round(v.coverage_mm, 1), "note": v.note,
                           "source": sources.get(v.name, {}).get("package", str(samples.get(v.name, "")))}
-                         for v in volumes],
+                         for v in [volumes[0]] + real_mrs],
         "grid": {"preset": size, "in_plane_pixels": pixels, "fov_mm": FOV_MM, "pixel_mm": FOV_MM / pixels,
                  "slice_mm": dz, "max_slices": max_slices, "orientation": "LPS (identity direction)",
                  "z_frame": "z = 0 at the top anchor (vertex + 4 mm, or the data's top), slices downward"},

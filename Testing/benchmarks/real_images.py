@@ -4,7 +4,7 @@
 
 One labelled head MR -> CT cohort is built from the real sample images (:mod:`duiit.head_cohort`; every CT
 "patient" is an augmentation of ONE real CT, the MR patients are augmentations of 3 real T1 MRs (5 with
---mr-volumes), lesions are simulated), with few labelled CT patients for training, the other CT patients for
+--mr-volumes; or T1s simulated from the CT, --mr-volumes simulated_t1), lesions are simulated), with few labelled CT patients for training, the other CT patients for
 testing and many labelled MR patients. The same cohort and split serve every method and seed. Per seed, each
 method trains the same predictor (same network, image size, batch size and predictor iterations):
 
@@ -780,7 +780,8 @@ def parse_args(argv=None):
                    help=f"fraction of CT patients for training (default {FULL_COHORT['ct_train_fraction']})")
     p.add_argument("--mr-volumes", type=lambda text: text.split(","),
                    help="real MRs to augment, comma-separated, from duiit.head_cohort.MR_VOLUMES "
-                        "(default: DEFAULT_MR_VOLUMES, the three single-subject T1s)")
+                        "(default: DEFAULT_MR_VOLUMES, the three single-subject T1s), or simulated_t1: T1s "
+                        "SIMULATED from other augmentations of the real CT, as the paired check's MR (a control)")
     p.add_argument("--mr-lesion-gain", type=lambda text: [float(v) for v in text.split(",")],
                    help="range LOW,HIGH of a simulated MR lesion's brightness over the local brain "
                         "(default 0.3,0.6 as in duiit.head_cohort; lower: lesions T1 shows faintly; "
