@@ -42,7 +42,7 @@ def test_json_is_complete_and_in_range(quick):
     assert run["command"].startswith("python -m Testing.benchmarks.real_images") and "--quick" in run["command"]
     assert run["machine"]["torch"] and run["machine"]["cores"] >= 1 and run["wall_seconds"] > 0
     assert "ONE real CT" in " ".join(run["cohort"]["caveats"])
-    assert "T1 +30-60 % of local brain" in " ".join(run["cohort"]["caveats"])  # the default MR lesion gain
+    assert "T1 +30 to +60 % of the local brain" in " ".join(run["cohort"]["caveats"])  # the default MR lesion gain
     assert [r["method"] for r in run["records"]] == ALL
     counts = run["cohort"]["counts_by_split"]
     assert run["cohort"]["label_check"]["match"], run["cohort"]["label_check"]  # slice labels = the cohort's masks

@@ -670,7 +670,7 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
             source_name = f"{SIMULATED_T1} (from {volume.name})" if simulated else volume.name
             rows.append(dict(names, modality=role, label=label, patient_id=patient, split=split,
                              source_volume=source_name))
-            cases[patient] = dict(case["record"], modality=role, label=label, split=split)
+            cases[patient] = dict(case["record"], source_volume=source_name, modality=role, label=label, split=split)
             say(f"{patient}: {source_name}, {label}, {len(case['record']['lesion_slices'])} lesion slices")
         for index in range(n_check):
             patient = f"CHECK-{index + 1:02d}"

@@ -128,15 +128,21 @@ def cohort_description(manifest: Path, cohort) -> dict:
                    "match": expected == found}
     if not label_check["match"]:
         log(f"WARNING: slice labels disagree with the cohort's lesion masks: {label_check}")
-    return {"what": summary["what"], "label_check": label_check,
-            "caveats": ["all CT 'patients' are augmentations of ONE real CT (InVesalius Cranium), so the CT test "
-                        "split is the same person's anatomy as the CT training split",
-                        "MR patients are augmentations of {} real T1 MRs ({})".format(
-                            len(mr_names), ", ".join(mr_names)),
-                        "lesions are SIMULATED (CT hyperdense 65-85 HU; T1 +{:.0f}-{:.0f} % of local brain); the "
-                        "real tumours of brain1/brain2 count as lesions (MR only)".format(*(
-                            100 * g for g in summary["lesions"]["mr_gain_over_local_brain"])),
-                        "the paired check set's MR is SIMULATED from held-out real-CT augmentations"],
+    simulated = sum(case["modality"] == "MR" and "mr_simulation" in case for case in summary["cases"].values())
+    gain = " to ".join(f"{100 * g:+.0f}" for g in summary["lesions"]["mr_gain_over_local_brain"])
+    caveats = ["all CT 'patients' are augmentations of ONE real CT (InVesalius Cranium), so the CT test split is the "
+               "same person's anatomy as the CT training split"]
+    if mr_names:
+        caveats.append(f"MR patients are augmentations of {len(mr_names)} real T1 MRs ({', '.join(mr_names)}); "
+                       f"their lesions are SIMULATED, T1 {gain} % of the local brain")
+    if simulated:
+        caveats.append(f"{simulated} MR patients are T1s SIMULATED from other augmentations of the real CT (the same "
+                       "mapping as the check set), their lesions the CT lesions seen through that mapping")
+    caveats += ["CT lesions are SIMULATED, hyperdense 65-85 HU"
+                + ("; the real tumours of brain1/brain2 count as lesions (MR only)"
+                   if {"brain1_t1", "brain2_t1"} & set(mr_names) else ""),
+                "the paired check set's MR is SIMULATED from held-out real-CT augmentations"]
+    return {"what": summary["what"], "label_check": label_check, "caveats": caveats,
             "grid": summary["grid"], "lesions": summary["lesions"], "counts_by_split": counts,
             "volume_counts": summary["counts"]}
 
@@ -441,7 +447,7 @@ def _contrast(lesion: np.ndarray, ring: np.ndarray):
 
 
 def figure(work: Path, manifest: Path, names: list, path: Path, device: str = "cpu") -> None:
-    """PNG: real MR lesion slices and the paired check slice, each translated by the named bundles, next to a
+    """PNG: training MR lesion slices and the paired check slice, each translated by the named bundles, next to a
     real CT lesion slice (window -200..400 HU)."""
     import csv
 
@@ -474,7 +480,7 @@ def figure(work: Path, manifest: Path, names: list, path: Path, device: str = "c
         image = sitk.ReadImage(str(root / r["path"]))
         array = sitk.GetArrayFromImage(image)
         k = lesion_slice(r, len(array))
-        kind = "SIMULATED MR (check)" if r.get("paired_ct") else f"real MR ({r['source_volume']})"
+        kind = "SIMULATED MR (check)" if r.get("paired_ct") else f"training MR ({r['source_volume']})"
         axes[i, 0].imshow(array[k], cmap="gray")
         axes[i, 0].set_title(f"{r['patient_id']} {kind}", fontsize=6)
         for j, b in enumerate(bundles):
@@ -633,7 +639,7 @@ def _render_run(n: int, run: dict) -> list:
     if run.get("notes"):
         out += [f"Notes: {run['notes']}", ""]
     if run.get("figure"):
-        out += [f"Figure: [{run['figure']}]({run['figure']}) (first seed's translators on real MR lesion slices and "
+        out += [f"Figure: [{run['figure']}]({run['figure']}) (first seed's translators on training MR lesion slices and "
                 "on a SIMULATED check MR).", ""]
     if run.get("errors"):
         out += ["Errors (these runs are missing from the tables): " + "; ".join(run["errors"]), ""]
@@ -661,7 +667,7 @@ def _render_run(n: int, run: dict) -> list:
                        if r.get("fidelity")), None)
             out += ["Translation fidelity. Paired columns: MR **SIMULATED** from held-out real-CT augmentations "
                     "(T1-like HU mapping), compared with that real CT (MAE inside the head; PSNR over 4000 HU). "
-                    "Unpaired columns: translated **real** MR volumes, HU mean per tissue class found by "
+                    "Unpaired columns: the translated training MR volumes (real T1s unless the cohort line says simulated), HU mean per tissue class found by "
                     "thresholds on the translated image (fraction of head voxels in brackets).", "",
                     "| translator | paired MAE HU | paired PSNR dB | paired SSIM | air HU | soft tissue HU | "
                     "bone HU | lesion contrast HU |", "|---|---|---|---|---|---|---|---|"]
