@@ -40,7 +40,8 @@ def test_check_pairs_are_the_benchmark_check_set(ct_volume, tmp_path):
 
 def test_quick_mode_writes_results(ct_volume, tmp_path):
     result = subprocess.run([sys.executable, "-m", "Testing.benchmarks.paired_reference", "--quick", "--out",
-                             str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300, env=os.environ.copy())
+                             str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                            env=os.environ.copy())
     assert result.returncode == 0, result.stderr[-3000:]
     run = json.loads((tmp_path / "paired_reference.json").read_text())["runs"][-1]
     assert run["settings"]["steps"] == 3 and run["settings"]["quick"] is True and run["curve"][-1]["step"] == 3

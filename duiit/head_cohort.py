@@ -22,6 +22,9 @@ real volumes, and ``cohort.json`` says so. What is and what is not real:
   the real CT by a documented T1-like mapping of HU per tissue (:func:`simulate_t1_from_ct`), so that
   translated-vs-real CT MAE/PSNR/SSIM can be measured. With one real CT, "held-out" means volumes not
   used for training, but the same person's anatomy as the training CT: fidelity there is optimistic.
+* ``mr_volumes=[SIMULATED_T1]`` (a control, not real MR): the MR patients are T1s simulated the same way from
+  other augmentations of the real CT, so the paired check represents the translators' source domain; their
+  lesions are the CT lesions (65-85 HU) seen through the mapping, darker than the brain around them.
 
 ``build_cohort(out_dir, ...)`` writes NIfTI volumes, lesion masks, head masks, ``manifest.csv``
 (path,modality,label,patient_id,split,mask,head_mask,source_volume), ``check_manifest.csv`` and
@@ -706,12 +709,13 @@ def _summary(volumes, samples, size, seed, rows, check_rows, cases, seconds, mr_
     except Exception:  # provenance is informative only
         sources = {}
     return {
-        "what": (f"{n_ct} CT patients are augmentations of 1 real CT volume; {n_mr - n_simulated} MR patients "
-                 f"are augmentations of {len(real_mrs)} real MR volumes"
-                 + (f", {n_simulated} are T1s SIMULATED from other augmentations of the real CT" if n_simulated else "")
-                 + "; lesions are simulated (brain1/brain2 "
-                 f"real tumours kept, mask value 2); check set: {len(check_rows)} held-out CT augmentations "
-                 f"with {SIMULATED_MR_NOTE}"),
+        "what": (f"{n_ct} CT patients are augmentations of 1 real CT volume; "
+                 + "; ".join(([f"{n_mr - n_simulated} MR patients are augmentations of {len(real_mrs)} real MR volumes"]
+                              if real_mrs else [])
+                             + ([f"{n_simulated} MR patients are T1s SIMULATED from other augmentations of the real "
+                                 "CT"] if n_simulated else []))
+                 + "; lesions are simulated" + (" (brain1/brain2 real tumours kept, mask value 2)" if real_mrs else "")
+                 + f"; check set: {len(check_rows)} held-out CT augmentations with {SIMULATED_MR_NOTE}"),
         "real_volumes": [{"name": v.name, "modality": v.modality, "native_size": list(v.image.GetSize()),
                           "native_spacing_mm": [round(s, 4) for s in v.image.GetSpacing()],
                           "head_height_covered_mm": round(v.coverage_mm, 1), "note": v.note,

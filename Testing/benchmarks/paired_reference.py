@@ -56,8 +56,8 @@ def check_mae(generator, pairs: list) -> float:
     from duiit.normalisation import unit_to_hu
     generator.eval()
     with torch.no_grad():
-        maes = [paired_fidelity(unit_to_hu(generator(torch.from_numpy(mr)[:, None])[:, 0].numpy()), hu, head)["mae_hu"]
-                for mr, _, hu, head in pairs]
+        maes = [paired_fidelity(unit_to_hu(generator(torch.from_numpy(mr)[:, None])[:, 0].numpy()), hu,
+                                head)["mae_hu"] for mr, _, hu, head in pairs]
     generator.train()
     return float(np.mean(maes))
 
@@ -70,7 +70,7 @@ def run(args) -> dict:
     from duiit.networks import PRESETS, ResnetGenerator, init_weights
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.strftime("%Y-%m-%d %H:%M:%S")
     ct_volume = head_cohort.load_real_volumes({"cranium_ct": sample_data.fetch("cranium_ct", args.cache)},
                                               [head_cohort.SIMULATED_T1])[0]
     train = simulated_pairs(ct_volume, [[0, TRAIN_ROLE, i] for i in range(args.train_volumes)])
@@ -91,11 +91,12 @@ def run(args) -> dict:
         loss.backward()
         optimiser.step()
         if step % args.every == 0 or step == args.steps:
-            curve.append({"step": step, "l1_unit": round(loss.item(), 5), "check_mae_hu": round(check_mae(generator, check), 1)})
+            curve.append({"step": step, "l1_unit": round(loss.item(), 5),
+                          "check_mae_hu": round(check_mae(generator, check), 1)})
             print(f"step {step}: L1 {loss.item():.4f}  check MAE {curve[-1]['check_mae_hu']:.1f} HU", file=sys.stderr)
     constant = np.mean([paired_fidelity(np.where(head, 20.0, -1000.0).astype(np.float32), hu, head)["mae_hu"]
                         for _, _, hu, head in check])
-    return {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": "python -m Testing.benchmarks.paired_reference "
+    return {"started": started_at, "command": "python -m Testing.benchmarks.paired_reference "
             + shlex.join(sys.argv[1:]), "machine": machine(), "wall_seconds": round(time.monotonic() - started, 1),
             "settings": {"steps": args.steps, "generator_width": args.width, "generator_blocks": args.blocks,
                          "train_volumes": args.train_volumes, "train_slices": len(mr), "check_volumes": len(check),
@@ -137,7 +138,8 @@ def write(out: Path, result: dict) -> None:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m Testing.benchmarks.paired_reference", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m Testing.benchmarks.paired_reference",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="3 steps, 1 check volume, results in a temp folder (for tests)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--every", type=int, default=250, help="check MAE every N steps")
@@ -158,7 +160,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     from duiit.errors import DuiitError
     args = parse_args(argv)
-    out = Path(args.out) if args.out else (Path(tempfile.mkdtemp(prefix="duiit_paired_")) if args.quick else DEFAULT_OUT)
+    out = Path(args.out) if args.out else (
+        Path(tempfile.mkdtemp(prefix="duiit_paired_")) if args.quick else DEFAULT_OUT)
     try:
         result = run(args)
     except DuiitError as exc:

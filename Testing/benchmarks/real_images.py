@@ -4,9 +4,10 @@
 
 One labelled head MR -> CT cohort is built from the real sample images (:mod:`duiit.head_cohort`; every CT
 "patient" is an augmentation of ONE real CT, the MR patients are augmentations of 3 real T1 MRs (5 with
---mr-volumes; or T1s simulated from the CT, --mr-volumes simulated_t1), lesions are simulated), with few labelled CT patients for training, the other CT patients for
-testing and many labelled MR patients. The same cohort and split serve every method and seed. Per seed, each
-method trains the same predictor (same network, image size, batch size and predictor iterations):
+--mr-volumes; or T1s simulated from the CT with --mr-volumes simulated_t1), lesions are simulated), with few
+labelled CT patients for training, the other CT patients for testing and many labelled MR patients. The same
+cohort and split serve every method and seed. Per seed, each method trains the same predictor (same network,
+image size, batch size and predictor iterations):
 
   target-only   C on the few real CT slices
   naive         C on real CT + untranslated (normalised) MR
@@ -639,8 +640,8 @@ def _render_run(n: int, run: dict) -> list:
     if run.get("notes"):
         out += [f"Notes: {run['notes']}", ""]
     if run.get("figure"):
-        out += [f"Figure: [{run['figure']}]({run['figure']}) (first seed's translators on training MR lesion slices and "
-                "on a SIMULATED check MR).", ""]
+        out += [f"Figure: [{run['figure']}]({run['figure']}) (first seed's translators on training MR lesion slices "
+                "and on a SIMULATED check MR).", ""]
     if run.get("errors"):
         out += ["Errors (these runs are missing from the tables): " + "; ".join(run["errors"]), ""]
     if s:
@@ -667,8 +668,9 @@ def _render_run(n: int, run: dict) -> list:
                        if r.get("fidelity")), None)
             out += ["Translation fidelity. Paired columns: MR **SIMULATED** from held-out real-CT augmentations "
                     "(T1-like HU mapping), compared with that real CT (MAE inside the head; PSNR over 4000 HU). "
-                    "Unpaired columns: the translated training MR volumes (real T1s unless the cohort line says simulated), HU mean per tissue class found by "
-                    "thresholds on the translated image (fraction of head voxels in brackets).", "",
+                    "Unpaired columns: the translated training MR volumes (real T1s unless the cohort line says "
+                    "simulated), HU mean per tissue class found by thresholds on the translated image (fraction of "
+                    "head voxels in brackets).", "",
                     "| translator | paired MAE HU | paired PSNR dB | paired SSIM | air HU | soft tissue HU | "
                     "bone HU | lesion contrast HU |", "|---|---|---|---|---|---|---|---|"]
             for method, e in fid:
