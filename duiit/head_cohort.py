@@ -258,8 +258,8 @@ def load_real_volumes(samples: dict, mr_names=None) -> list:
         raise DuiitError(f"unknown real MR volume(s) {unknown} (known: {', '.join(MR_VOLUMES)}, {SIMULATED_T1})")
     try:
         ct = prepare_ct(read("cranium_ct"))
-        return [ct] + [ct if name == SIMULATED_T1 else
-                       prepare_mr(read(name), name, brain=read(MR_VOLUMES[name][0]), tumour=read(MR_VOLUMES[name][1]))
+        return [ct] + [ct if name == SIMULATED_T1 else prepare_mr(read(name), name, brain=read(MR_VOLUMES[name][0]),
+                                                                  tumour=read(MR_VOLUMES[name][1]))
                        for name in mr_names]
     except (KeyError, RuntimeError) as exc:
         raise DuiitError(f"cannot read the sample images ({str(exc).strip().splitlines()[-1][:200]})") from None
@@ -618,9 +618,10 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
     "full" (see PRESETS). samples: {name: path} as from sample_data.fetch (what it needs is fetched if None);
     real_volumes: the list from load_real_volumes(samples), to reuse one already loaded; mr_volumes: names
     of the real MRs to use (default: DEFAULT_MR_VOLUMES; SIMULATED_T1 for T1s simulated from augmentations of
-    the real CT, whose lesions are the CT's seen through the mapping), when real_volumes is None; mr_lesion_gain: the
-    range of a simulated MR lesion's brightness over the local brain (0.3-0.6: subacute-blood-like; lower
-    for lesions that T1 shows faintly; negative for lesions darker than the brain, as acute blood on T1).
+    the real CT, whose lesions are the CT's seen through the mapping), when real_volumes is None;
+    mr_lesion_gain: the range of a simulated MR lesion's brightness over the local brain (0.3-0.6:
+    subacute-blood-like; lower for lesions that T1 shows faintly; negative for lesions darker than the brain, as
+    acute blood on T1).
     The random draws do not depend on it, so two cohorts that differ only in it have the same patients and
     lesions.
     out_dir is replaced as a whole (atomically) if it is an earlier cohort; any other non-empty folder is
@@ -673,7 +674,8 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
             source_name = f"{SIMULATED_T1} (from {volume.name})" if simulated else volume.name
             rows.append(dict(names, modality=role, label=label, patient_id=patient, split=split,
                              source_volume=source_name))
-            cases[patient] = dict(case["record"], source_volume=source_name, modality=role, label=label, split=split)
+            cases[patient] = dict(case["record"], source_volume=source_name, modality=role, label=label,
+                                  split=split)
             say(f"{patient}: {source_name}, {label}, {len(case['record']['lesion_slices'])} lesion slices")
         for index in range(n_check):
             patient = f"CHECK-{index + 1:02d}"
@@ -702,6 +704,10 @@ def _summary(volumes, samples, size, seed, rows, check_rows, cases, seconds, mr_
     n_mr = sum(r["modality"] == "MR" for r in rows)
     n_simulated = sum(r["modality"] == "MR" and r["source_volume"].startswith(SIMULATED_T1) for r in rows)
     real_mrs = [v for v in volumes[1:] if v.modality == "MR"]
+    mr_sources = ([f"{n_mr - n_simulated} MR patients are augmentations of {len(real_mrs)} real MR volumes"]
+                  if real_mrs else [])
+    if n_simulated:
+        mr_sources.append(f"{n_simulated} MR patients are T1s SIMULATED from other augmentations of the real CT")
     pixels, dz, max_slices = PRESETS[size]
     try:
         from .sample_data import provenance
@@ -709,11 +715,7 @@ def _summary(volumes, samples, size, seed, rows, check_rows, cases, seconds, mr_
     except Exception:  # provenance is informative only
         sources = {}
     return {
-        "what": (f"{n_ct} CT patients are augmentations of 1 real CT volume; "
-                 + "; ".join(([f"{n_mr - n_simulated} MR patients are augmentations of {len(real_mrs)} real MR volumes"]
-                              if real_mrs else [])
-                             + ([f"{n_simulated} MR patients are T1s SIMULATED from other augmentations of the real "
-                                 "CT"] if n_simulated else []))
+        "what": (f"{n_ct} CT patients are augmentations of 1 real CT volume; " + "; ".join(mr_sources)
                  + "; lesions are simulated" + (" (brain1/brain2 real tumours kept, mask value 2)" if real_mrs else "")
                  + f"; check set: {len(check_rows)} held-out CT augmentations with {SIMULATED_MR_NOTE}"),
         "real_volumes": [{"name": v.name, "modality": v.modality, "native_size": list(v.image.GetSize()),
