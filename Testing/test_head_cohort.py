@@ -282,3 +282,15 @@ def test_simulated_t1_patients_follow_their_ct_lesions(real, tmp_path):
         assert record["mr_simulation"]["mapping"].startswith("T1_FROM_HU")
         # the CT lesion (65-85 HU) seen through the T1 mapping: darker than the brain around it, as acute blood
         assert np.median(mr[lesion]) < 0.95 * np.median(mr[_ring(lesion, spacing)])
+
+
+def test_command_line_builds_a_simulated_t1_cohort_and_refuses_unknown_volumes(real, tmp_path, capsys):
+    # the `real` fixture has fetched the images into the default cache, which the command reads too
+    assert hc.main([str(tmp_path / "sim"), "--ct", "2", "--mr", "1", "--check", "0", "--size", "tiny",
+                    "--mr-volumes", "simulated_t1"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "sim" / "manifest.csv")))
+    assert [r["source_volume"] for r in rows if r["modality"] == "MR"] == ["simulated_t1 (from cranium_ct)"]
+    assert hc.main([str(tmp_path / "bad"), "--size", "tiny", "--mr-volumes", "nonesuch_t1"]) == 2
+    assert "unknown real MR volume" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert hc.main([str(tmp_path / "gain"), "--size", "tiny", "--mr-lesion-gain=0.5,0.1"]) == 2
+    assert "MR lesion gain" in capsys.readouterr().err

@@ -248,14 +248,20 @@ def needed_samples(mr_names=None) -> list:
     return names
 
 
+def checked_mr_names(mr_names=None) -> list:
+    """The MR source names (default: DEFAULT_MR_VOLUMES); a DuiitError names any that is not known."""
+    mr_names = list(mr_names or DEFAULT_MR_VOLUMES)
+    unknown = [name for name in mr_names if name not in MR_VOLUMES and name != SIMULATED_T1]
+    if unknown:
+        raise DuiitError(f"unknown real MR volume(s) {unknown} (known: {', '.join(MR_VOLUMES)}, {SIMULATED_T1})")
+    return mr_names
+
+
 def load_real_volumes(samples: dict, mr_names=None) -> list:
     """RealVolumes from the sample_data paths: [CT, then the MRs named in MR_VOLUMES (default:
     DEFAULT_MR_VOLUMES)]. SIMULATED_T1 stands for the CT volume itself (its MR is simulated per patient)."""
     read = lambda key: sitk.ReadImage(str(samples[key])) if key else None  # noqa: E731
-    mr_names = list(mr_names or DEFAULT_MR_VOLUMES)
-    unknown = [name for name in mr_names if name not in MR_VOLUMES and name != SIMULATED_T1]
-    if unknown or not mr_names:
-        raise DuiitError(f"unknown real MR volume(s) {unknown} (known: {', '.join(MR_VOLUMES)}, {SIMULATED_T1})")
+    mr_names = checked_mr_names(mr_names)
     try:
         ct = prepare_ct(read("cranium_ct"))
         return [ct] + [ct if name == SIMULATED_T1 else prepare_mr(read(name), name, brain=read(MR_VOLUMES[name][0]),
@@ -641,6 +647,8 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
                                                        and not (out_dir / "cohort.json").is_file())):
         raise DuiitError(f"{out_dir}: exists and is not a DUIIT cohort folder; choose another output folder")
     say = progress or (lambda message: None)
+    if real_volumes is None:
+        mr_volumes = checked_mr_names(mr_volumes)  # before fetching anything for them
     if samples is None:
         from .sample_data import fetch
         samples = {name: fetch(name, cache_dir) for name in needed_samples(mr_volumes)}
@@ -747,11 +755,18 @@ def main(argv=None) -> int:
     parser.add_argument("--check", type=int, default=2, help="paired check volumes (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=sorted(PRESETS), default="small")
+    parser.add_argument("--mr-volumes", type=lambda text: text.split(","),
+                        help=f"real MRs to augment, comma-separated, from {', '.join(MR_VOLUMES)}, or {SIMULATED_T1} "
+                             f"(default: {','.join(DEFAULT_MR_VOLUMES)})")
+    parser.add_argument("--mr-lesion-gain", type=lambda text: [float(v) for v in text.split(",")],
+                        default=list(MR_LESION_GAIN), help="LOW,HIGH: an MR lesion's brightness over the local brain "
+                        "(default 0.3,0.6; negative, e.g. -0.35,-0.2, for lesions darker than the brain)")
     parser.add_argument("--cache", help="sample image cache folder (default $DUIIT_CACHE or ~/.cache/duiit)")
     args = parser.parse_args(argv)
     try:
         manifest = build_cohort(args.out_dir, n_ct_patients=args.ct, n_mr_patients=args.mr, n_check=args.check,
-                                seed=args.seed, size=args.size, cache_dir=args.cache,
+                                seed=args.seed, size=args.size, cache_dir=args.cache, mr_volumes=args.mr_volumes,
+                                mr_lesion_gain=args.mr_lesion_gain,
                                 progress=lambda message: print(message, file=sys.stderr))
     except DuiitError as exc:
         print(f"duiit: error: {exc}", file=sys.stderr)
