@@ -30,7 +30,7 @@ def test_check_pairs_are_the_benchmark_check_set(ct_volume, tmp_path):
     manifest = head_cohort.build_cohort(tmp_path / "cohort", n_ct_patients=2, n_mr_patients=1, n_check=2, seed=0,
                                         size="tiny", samples={}, real_volumes=[ct_volume, ct_volume])
     rows = list(csv.DictReader(open(manifest.parent / "check_manifest.csv")))
-    pairs = paired_reference.simulated_pairs(ct_volume, [[0, 3, i] for i in range(2)])
+    pairs = paired_reference.simulated_pairs(ct_volume, [head_cohort.case_rng(0, "CHECK", i) for i in range(2)])
     for row, (mr_unit, _, hu, head) in zip(rows, pairs):
         read = lambda name: sitk.GetArrayFromImage(sitk.ReadImage(str(manifest.parent / row[name])))  # noqa: E731
         assert np.array_equal(read("paired_ct").astype(np.float32), hu)

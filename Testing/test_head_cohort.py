@@ -272,7 +272,7 @@ def test_simulated_t1_patients_follow_their_ct_lesions(real, tmp_path):
     assert {r["source_volume"] for r in rows} == {"simulated_t1 (from cranium_ct)"}
     summary = json.loads((root / "cohort.json").read_text())
     assert "3 MR patients are T1s SIMULATED" in summary["what"] and "brain1" not in summary["what"]
-    assert [v["name"] for v in summary["real_volumes"]] == ["cranium_ct"]
+    assert [v["name"] for v in summary["real_volumes"]] == ["cranium_ct"] and summary["counts"]["mr_simulated"] == 3
     lesion_rows = [r for r in rows if r["label"] == "lesion"]
     assert len(lesion_rows) == 2   # lesion_fraction 1: all but one patient
     spacing = sitk.ReadImage(str(root / rows[0]["path"])).GetSpacing()

@@ -575,7 +575,8 @@ def _lesion_plan(n: int, fraction: float, rng: np.random.Generator) -> list:
     return plan
 
 
-def _case_rng(seed: int, role: str, index: int) -> np.random.Generator:
+def case_rng(seed: int, role: str, index: int) -> np.random.Generator:
+    """The random stream of one patient: role "CT", "MR" or "CHECK", index from 0 (benchmarks rebuild cases)."""
     return np.random.default_rng([int(seed), {"CT": 1, "MR": 2, "CHECK": 3}[role], int(index)])
 
 
@@ -666,12 +667,12 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
                 + [("MR", i, mr_volumes[i % len(mr_volumes)], mr_plan[i], "train") for i in range(n_mr_patients)])
         for role, index, volume, n_lesions, split in jobs:
             patient = f"{role}-{index + 1:03d}"
-            simulated = role == "MR" and volume.modality == "CT"
+            simulated = role == "MR" and volume.modality == "CT"  # SIMULATED_T1 stands for the CT volume
             if simulated:
-                case = simulated_mr_case(volume, size, _case_rng(seed, role, index), n_lesions)
+                case = simulated_mr_case(volume, size, case_rng(seed, role, index), n_lesions)
                 case["record"]["mr_simulation"] = case["mr_simulation"]
             else:
-                case = make_case(volume, size, _case_rng(seed, role, index), n_lesions, mr_lesion_gain)
+                case = make_case(volume, size, case_rng(seed, role, index), n_lesions, mr_lesion_gain)
             folder = role.lower()
             names = {"path": f"{folder}/{patient}.nii.gz", "mask": f"{folder}/{patient}_lesion.nii.gz",
                      "head_mask": f"{folder}/{patient}_head.nii.gz"}
@@ -687,7 +688,7 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
             say(f"{patient}: {source_name}, {label}, {len(case['record']['lesion_slices'])} lesion slices")
         for index in range(n_check):
             patient = f"CHECK-{index + 1:02d}"
-            case = simulated_mr_case(ct_volume, size, _case_rng(seed, "CHECK", index), 0)
+            case = simulated_mr_case(ct_volume, size, case_rng(seed, "CHECK", index), 0)
             names = {"path": f"check/{patient}_mr_simulated.nii.gz", "paired_ct": f"check/{patient}_ct.nii.gz",
                      "head_mask": f"check/{patient}_head.nii.gz"}
             _write(case["mr"], case["grid"], tmp / names["path"])
@@ -739,7 +740,7 @@ def _summary(volumes, samples, size, seed, rows, check_rows, cases, seconds, mr_
                     "mask_values": {"1": "simulated lesion", "2": "real tumour (pyradiomics label)"},
                     "slice_label": "lesion present iff the mask slice has a voxel > 0"},
         "seed": seed, "build_seconds": round(seconds, 1),
-        "counts": {"ct": n_ct, "mr": n_mr, "check": len(check_rows),
+        "counts": {"ct": n_ct, "mr": n_mr, "mr_simulated": n_simulated, "check": len(check_rows),
                    "ct_lesion": sum(r["modality"] == "CT" and r["label"] == "lesion" for r in rows),
                    "mr_lesion": sum(r["modality"] == "MR" and r["label"] == "lesion" for r in rows)},
         "cases": cases,

@@ -35,16 +35,17 @@ if str(ROOT) not in sys.path:
 RUN_ALL = {"forwards": ["--quick"]}
 NAME = "paired_reference"
 DEFAULT_OUT = ROOT / "Testing" / "benchmarks" / "results"
-TRAIN_ROLE = 7  # random stream of the training pairs; build_cohort's roles are 1 (CT), 2 (MR) and 3 (CHECK)
+TRAIN_ROLE = 7  # random streams of the training pairs, apart from head_cohort.case_rng's roles (1, 2, 3)
 
 
-def simulated_pairs(ct_volume, seeds: list) -> list:
-    """[(MR network units, CT network units, CT HU, head mask)] per augmentation, as build_cohort makes them."""
+def simulated_pairs(ct_volume, streams: list) -> list:
+    """[(MR network units, CT network units, CT HU, head mask)], one augmentation per random stream, as
+    build_cohort makes them."""
     from duiit import head_cohort
     from duiit.normalisation import normalise
     pairs = []
-    for seed in seeds:
-        case = head_cohort.simulated_mr_case(ct_volume, "tiny", np.random.default_rng(seed), 0)
+    for rng in streams:
+        case = head_cohort.simulated_mr_case(ct_volume, "tiny", rng, 0)
         hu = case["image"].astype(np.float32)
         pairs.append((normalise(case["mr"], "MR")[0], normalise(hu, "CT")[0], hu, case["head"] > 0))
     return pairs
@@ -73,8 +74,8 @@ def run(args) -> dict:
     started, started_at = time.monotonic(), time.strftime("%Y-%m-%d %H:%M:%S")
     ct_volume = head_cohort.load_real_volumes({"cranium_ct": sample_data.fetch("cranium_ct", args.cache)},
                                               [head_cohort.SIMULATED_T1])[0]
-    train = simulated_pairs(ct_volume, [[0, TRAIN_ROLE, i] for i in range(args.train_volumes)])
-    check = simulated_pairs(ct_volume, [[0, 3, i] for i in range(args.check_volumes)])  # = _case_rng(0, "CHECK", i)
+    train = simulated_pairs(ct_volume, [np.random.default_rng([0, TRAIN_ROLE, i]) for i in range(args.train_volumes)])
+    check = simulated_pairs(ct_volume, [head_cohort.case_rng(0, "CHECK", i) for i in range(args.check_volumes)])
     # the tiny grid is 64 x 64 at 4 mm, the small preset's input: no resampling between grid and network
     mr = torch.from_numpy(np.concatenate([p[0] for p in train]))[:, None]
     ct = torch.from_numpy(np.concatenate([p[1] for p in train]))[:, None]

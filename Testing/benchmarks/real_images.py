@@ -129,7 +129,7 @@ def cohort_description(manifest: Path, cohort) -> dict:
                    "match": expected == found}
     if not label_check["match"]:
         log(f"WARNING: slice labels disagree with the cohort's lesion masks: {label_check}")
-    simulated = sum(case["modality"] == "MR" and "mr_simulation" in case for case in summary["cases"].values())
+    simulated = summary["counts"].get("mr_simulated", 0)
     gain = " to ".join(f"{100 * g:+.0f}" for g in summary["lesions"]["mr_gain_over_local_brain"])
     caveats = ["all CT 'patients' are augmentations of ONE real CT (InVesalius Cranium), so the CT test split is the "
                "same person's anatomy as the CT training split"]
