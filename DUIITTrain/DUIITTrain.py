@@ -39,7 +39,8 @@ class DUIITTrain(ScriptedLoadableModule):
         self.parent.helpText = """
 Train a CT predictor on few labelled CTs plus more labelled MR or PET series, which a translator (trained
 jointly with the predictor and guided by it) turns into CT-like images. Pick the series from Slicer's DICOM
-database, give them labels, and train in a background process with a live loss plot; Cancel keeps a
+database, give them labels (CT series left without one train the translator only: duiit and cyclegan), and
+train in a background process with a live loss plot; Cancel keeps a
 checkpoint that Resume continues from. The result is a model bundle for DUIIT Translate, a report, and an
 exportable translated cohort. See <a href="https://github.com/duiit/SlicerDUIIT#duiit-train">the documentation</a>.
 """

@@ -10,6 +10,9 @@ from dicom_factory import write_series
 from duiit.phantom import head_phantom
 
 
+SPLIT_HEADER = "path,modality,label,patient_id,split"
+
+
 def manifest(folder, rows, header="path,modality,label,patient_id"):
     path = folder / "manifest.csv"
     path.write_text(header + "\n" + "\n".join(rows) + "\n")
@@ -80,6 +83,15 @@ def bad_manifest_case(tmp_path, case):
         write_series(tmp_path / "really_ct", np.zeros((3, 32, 32)), "CT")
         rows.append("really_ct,MR,a,M9")
         return manifest(tmp_path, rows), ["M9", "manifest says MR", "Modality tag is CT"]
+    if case == "unlabelled MR case":
+        rows = [f"{row},train" for row in rows] + [f"{volume(tmp_path, 'mr9.nii.gz', 'MR')},MR,,M9,unlabelled"]
+        return manifest(tmp_path, rows, header=SPLIT_HEADER), ["M9", "'unlabelled' is for CT", "needs a label"]
+    if case == "patient in two splits":
+        rows = [f"{row},train" for row in rows] + [f"{volume(tmp_path, 'ct9.nii.gz')},CT,,C1,unlabelled"]
+        return manifest(tmp_path, rows, header=SPLIT_HEADER), ["C1", "two splits", "ct9.nii.gz"]
+    if case == "unlabelled patient with a labelled case":
+        rows = [f"{row}," for row in rows] + [f"{volume(tmp_path, 'ct9.nii.gz')},CT,,C1,unlabelled"]
+        return manifest(tmp_path, rows, header=SPLIT_HEADER), ["C1", "ct1.nii.gz", "none"]
     if case == "missing column":
         return manifest(tmp_path, ["a.nii.gz,CT,a"], header="path,modality,label"), ["manifest.csv", "patient_id"]
     if case == "missing file":
@@ -90,7 +102,8 @@ def bad_manifest_case(tmp_path, case):
 
 @pytest.mark.parametrize("case", ["non-image file", "2D image", "4D image", "NaN voxels", "case without a label",
                                   "dicom folder without images", "mixed dicom series",
-                                  "modality does not match the DICOM tag", "missing column", "missing file"])
+                                  "modality does not match the DICOM tag", "unlabelled MR case",
+                                  "patient in two splits", "unlabelled patient with a labelled case", "missing column", "missing file"])
 def test_bad_training_input(tmp_path, case):
     path, words = bad_manifest_case(tmp_path, case)
     out = tmp_path / "model.duiit"

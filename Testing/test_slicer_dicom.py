@@ -142,6 +142,31 @@ def test_manifest_refuses_what_training_would_refuse(database, tmp_path):
     assert not (tmp_path / "run" / "series").exists()  # every series had its own folder: nothing staged
 
 
+def test_ct_series_left_without_a_label_train_the_translator_only(database, tmp_path):
+    from DUIITTrainLib.logic import TrainSettings, list_candidate_series, write_manifest
+
+    from duiit.manifest import read_manifest
+    series = list_candidate_series(database, "CT", "MR")
+    labels = {("CT", "P1"): "a", ("CT", "P2"): "", ("CT", "P3"): "b", ("MR", "P1"): "a", ("MR", "P3"): "b"}
+    selected = [(s, labels[s.modality, s.patient_id]) for s in series]
+    settings = TrainSettings(output_folder=str(tmp_path / "run"), source_modality="MR", method="cyclegan")
+    cases = read_manifest(write_manifest(selected, settings))
+    assert [(c.patient_id, c.split, c.labelled) for c in cases if c.modality == "CT"] == [
+        ("P1", "", True), ("P2", "unlabelled", False), ("P3", "", True)]
+    settings.method = "naive"
+    with pytest.raises(DuiitError, match="1 CT series have no label.*duiit and cyclegan"):
+        write_manifest(selected, settings)
+    settings.method = "duiit"
+    with pytest.raises(DuiitError, match="patient P1 has labelled and unlabelled series"):
+        write_manifest([(s, "" if s.modality == "CT" and s.patient_id == "P1" else label) for s, label in selected],
+                       settings)
+    with pytest.raises(DuiitError, match="give at least one CT series a label"):
+        write_manifest([(s, "" if s.modality == "CT" else label) for s, label in selected], settings)
+    with pytest.raises(DuiitError, match="1 selected series have no label"):  # an MR series still needs one
+        write_manifest([(s, "" if s.modality == "MR" and s.patient_id == "P3" else label) for s, label in selected],
+                       settings)
+
+
 def test_series_spread_over_folders_is_staged(database, tmp_path):
     from DUIITTrainLib.logic import list_candidate_series, stage_series
 

@@ -198,6 +198,56 @@ def test_a_checkpoint_from_before_an_option_resumes_with_its_default(cohort, tmp
     assert resumed.step == 6
 
 
+@pytest.fixture(scope="module")
+def cohort_with_unlabelled_ct(tmp_path_factory):
+    manifest = write_phantom_cohort(tmp_path_factory.mktemp("unlabelled"), n_ct=6, n_source=6, shape=(12, 32, 32),
+                                    n_unlabelled_ct=4)
+    return build_cohort(read_manifest(manifest), "MR", "CT", "classification", NETWORK.image_size, seed=0)
+
+
+def test_unlabelled_ct_is_kept_apart_from_the_labelled_sets(cohort_with_unlabelled_ct, cohort):
+    unlabelled = cohort_with_unlabelled_ct.target_unlabelled
+    assert [c.patient_id for c in unlabelled.cases] == ["CTU00", "CTU01", "CTU02", "CTU03"]
+    assert len(unlabelled) > 0 and bool((unlabelled.labels == -1).all())
+    for name in ("target_train", "target_val", "source_train"):
+        labelled = getattr(cohort_with_unlabelled_ct, name)
+        assert not {c.patient_id for c in labelled.cases} & {c.patient_id for c in unlabelled.cases}
+        assert torch.equal(labelled.images, getattr(cohort, name).images)  # the same labelled cohort
+    assert cohort_with_unlabelled_ct.label_names == cohort.label_names
+    assert cohort_with_unlabelled_ct.summary["counts"]["target_unlabelled"]["cases"] == 4
+    assert len(cohort_with_unlabelled_ct.translator_target) == len(unlabelled) + len(cohort.target_train)
+    assert cohort.translator_target is cohort.target_train
+
+
+@pytest.mark.parametrize("method", ["duiit", "cyclegan"])
+def test_unlabelled_ct_reaches_the_translator_and_never_the_predictor(cohort_with_unlabelled_ct, method):
+    cohort = cohort_with_unlabelled_ct
+    trainer = trainer_for(cohort, method=method, iterations=8, batch_size=4)
+    unlabelled = cohort.target_unlabelled.images.float()
+
+    def unlabelled_rows(images):
+        return int(sum(bool((unlabelled == image).flatten(1).all(1).any()) for image in images.float()))
+
+    real_to_discriminator, to_predictor = [], []
+    trainer.discriminators.target.register_forward_hook(
+        lambda module, inputs, output: real_to_discriminator.append(unlabelled_rows(inputs[0][:4])))
+    trainer.predictor.register_forward_hook(
+        lambda module, inputs, output: to_predictor.append(unlabelled_rows(inputs[0])))
+    trainer.run()
+    assert sum(real_to_discriminator) > 0       # D_CT's real batches include unlabelled CT
+    assert to_predictor and sum(to_predictor) == 0
+
+
+def test_unlabelled_ct_changes_nothing_for_methods_without_a_translator(cohort_with_unlabelled_ct, cohort):
+    weights = []
+    for data in (cohort, cohort_with_unlabelled_ct):
+        trainer = trainer_for(data, method="naive", iterations=3)
+        assert trainer.translator_target_sampler is None
+        trainer.run()
+        weights.append(torch.cat([p.flatten() for p in trainer.predictor.parameters()]))
+    assert torch.equal(weights[0], weights[1])
+
+
 def test_regression_and_three_classes(tmp_path):
     manifest = write_phantom_cohort(tmp_path / "reg", n_ct=4, n_source=4, shape=(8, 32, 32), task="regression")
     cohort = build_cohort(read_manifest(manifest), "MR", "CT", "regression", 32, seed=0)

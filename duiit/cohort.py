@@ -8,7 +8,7 @@ import torch
 
 from .dicom_series import find_series
 from .errors import DuiitError
-from .manifest import Case
+from .manifest import UNLABELLED, Case
 from .normalisation import normalise
 from .slices import in_plane_spacing, informative, to_axial, volume_to_slices
 from .volume_io import read_volume
@@ -50,6 +50,14 @@ class Cohort:
     source_train: SliceSet
     regression_scale: tuple = (0.0, 1.0)   # (mean, std) of training labels, for standardised outputs
     summary: dict = field(default_factory=dict)
+    target_unlabelled: SliceSet | None = None  # for the translator only; labels are placeholders
+
+    @property
+    def translator_target(self) -> SliceSet:
+        """The target slices the translator learns the target modality from: labelled and unlabelled training."""
+        if self.target_unlabelled is None or not len(self.target_unlabelled):
+            return self.target_train
+        return SliceSet.concat([self.target_train, self.target_unlabelled])
 
 
 def label_names_for(cases: list[Case], task: str, classes=None) -> list:
@@ -87,7 +95,8 @@ def regression_value(label: str) -> float:
 
 
 def load_case(case: Case, image_size: int, task: str, label_names: list):
-    """(slices, labels, normalisation record) for the informative slices of one case."""
+    """(slices, labels, normalisation record) for the informative slices of one case (an unlabelled case's
+    labels are placeholders: -1, or NaN for regression)."""
     tags = None
     if case.path.is_dir():
         tags = find_series(case.path, case.series_uid).tags
@@ -100,7 +109,10 @@ def load_case(case: Case, image_size: int, task: str, label_names: list):
     unit, record = normalise(sitk.GetArrayFromImage(axial), case.modality, tags)
     slices = volume_to_slices(unit, image_size, in_plane_spacing(axial))
     keep = informative(slices)
-    if task == "regression":
+    if not case.labelled:
+        labels = torch.full((slices.shape[0],), float("nan") if task == "regression" else -1,
+                            dtype=torch.float32 if task == "regression" else torch.long)
+    elif task == "regression":
         labels = torch.full((slices.shape[0],), regression_value(case.label), dtype=torch.float32)
     else:
         labels = torch.full((slices.shape[0],), label_names.index(case.label), dtype=torch.long)
@@ -124,8 +136,18 @@ def _slices_with_mask(case: Case, image: sitk.Image) -> torch.Tensor:
 
 def assign_splits(cases: list[Case], target: str, seed: int, stratify: bool = True) -> dict:
     """patient_id -> split. Manifest splits win; other target patients go 20% to val, per class when
-    `stratify` (classification), so that every class is validated."""
-    splits = {c.patient_id: c.split for c in cases if c.split}
+    `stratify` (classification), so that every class is validated. A patient is in one split only, so that
+    no image of a validation or test patient reaches training (not even unlabelled)."""
+    splits = {}
+    for case in cases:
+        if case.split and splits.setdefault(case.patient_id, case.split) != case.split:
+            raise DuiitError(f"patient {case.patient_id} is in two splits ({splits[case.patient_id]} and "
+                             f"{case.split}, {case.path.name}); a patient's cases must share one split")
+    for case in cases:
+        if case.labelled and splits.get(case.patient_id) == UNLABELLED:
+            raise DuiitError(f"patient {case.patient_id} has unlabelled cases and a labelled one ({case.path.name}); "
+                             f"an unlabelled patient trains the translator only: give all its cases the split "
+                             f"{UNLABELLED!r}, or none")
     rng = np.random.default_rng(seed)
     by_label = {}
     for case in cases:
@@ -145,13 +167,18 @@ def assign_splits(cases: list[Case], target: str, seed: int, stratify: bool = Tr
 def build_cohort(cases: list[Case], source: str, target: str, task: str, image_size: int, seed: int,
                  classes=None, progress=None) -> Cohort:
     cases = [c for c in cases if c.modality in (source, target)]
-    if not any(c.modality == target for c in cases):
-        raise DuiitError(f"the manifest has no {target} cases")
+    for case in cases:
+        if not case.labelled and case.modality != target:
+            raise DuiitError(f"case {case.name}: the split {UNLABELLED!r} is for {target} cases (they train the "
+                             f"translator only); a {case.modality} case needs a label")
+    labelled = [c for c in cases if c.labelled]
+    if not any(c.modality == target for c in labelled):
+        raise DuiitError(f"the manifest has no labelled {target} cases")
     if task == "regression":
-        check_regression_labels(cases)
-    label_names = label_names_for(cases, task, classes)
+        check_regression_labels(labelled)
+    label_names = label_names_for(labelled, task, classes)
     splits = assign_splits(cases, target, seed, stratify=task == "classification")
-    parts = {"target_train": [], "target_val": [], "target_test": [], "source_train": []}
+    parts = {"target_train": [], "target_val": [], "target_test": [], "source_train": [], "target_unlabelled": []}
     records = []
     for n, case in enumerate(cases):
         if progress:
@@ -174,7 +201,7 @@ def build_cohort(cases: list[Case], source: str, target: str, task: str, image_s
     summary = {"cases": records, "counts": {k: {"cases": len(v.cases), "slices": len(v)} for k, v in sets.items()},
                "patients": {k: sorted({c.patient_id for c in v.cases}) for k, v in sets.items()}}
     return Cohort(task, label_names, sets["target_train"], sets["target_val"], sets["target_test"],
-                  sets["source_train"], scale, summary)
+                  sets["source_train"], scale, summary, sets["target_unlabelled"])
 
 
 def _concat_or_empty(parts, image_size, task) -> SliceSet:

@@ -12,7 +12,10 @@ EXTRA = "\0extra"  # where csv puts the fields of a row beyond the header's colu
 REQUIRED = ("path", "modality", "label", "patient_id")
 OPTIONAL = ("study_uid", "series_uid", "split", "mask")
 MODALITIES = ("CT", "MR", "PT")
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "unlabelled")
+# A target-modality case with this split has no label: it trains the translator's target side only (its
+# discriminator, cycle and identity terms), never the predictor. Few CTs are labelled; many more exist.
+UNLABELLED = "unlabelled"
 
 
 @dataclass
@@ -26,6 +29,10 @@ class Case:
     split: str = ""
     mask: Path | None = None
     row: int = 0  # line number in the CSV, for messages
+
+    @property
+    def labelled(self) -> bool:
+        return self.split != UNLABELLED
 
     @property
     def name(self) -> str:
@@ -63,11 +70,12 @@ def _case(manifest: Path, number: int, row: dict, require_labels: bool) -> Case:
         raise DuiitError(f"{where}: modality {row['modality']!r} is not one of {', '.join(MODALITIES)}")
     if not row["patient_id"]:
         raise DuiitError(f"{where}: {row['path']} has no patient_id")
-    if require_labels and not row["label"]:
-        raise DuiitError(f"{where}: case {row['patient_id']} ({row['path']}) has no label")
     split = row.get("split", "").lower()
     if split and split not in SPLITS:
         raise DuiitError(f"{where}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
+    if require_labels and not row["label"] and split != UNLABELLED:
+        raise DuiitError(f"{where}: case {row['patient_id']} ({row['path']}) has no label (give one, or the split "
+                         f"{UNLABELLED!r} for a target-modality case that should train the translator only)")
     mask = row.get("mask", "")
     return Case(path=_resolve(manifest, row["path"], where), modality=modality, label=row["label"],
                 patient_id=row["patient_id"], study_uid=row.get("study_uid", ""),

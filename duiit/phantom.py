@@ -55,21 +55,24 @@ def head_phantom(shape=(24, 48, 48), modality="CT", lesion=False, seed=0, spacin
 
 
 def write_phantom_cohort(folder, n_ct=6, n_source=6, source="MR", shape=(24, 48, 48), seed=0,
-                         task="classification", slice_labels=True) -> Path:
-    """Write phantoms (half with lesions) and a manifest; returns the manifest path."""
-    from .manifest import write_manifest
+                         task="classification", slice_labels=True, n_unlabelled_ct=0) -> Path:
+    """Write phantoms (half with lesions) and a manifest; returns the manifest path. n_unlabelled_ct more CT
+    phantoms get the split "unlabelled" and no label."""
+    from .manifest import UNLABELLED, write_manifest
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    for modality, count in (("CT", n_ct), (source, n_source)):
+    kinds = (("CT", n_ct, "", 0), (source, n_source, "", 500), ("CT", n_unlabelled_ct, "U", 800))
+    for modality, count, unlabelled, seed_offset in kinds:
         for n in range(count):
             lesion = n % 2 == 1
-            case_seed = seed * 1000 + n + (0 if modality == "CT" else 500)
-            image, mask = head_phantom(shape, modality, lesion, case_seed)
-            name = f"{modality.lower()}_{n:02d}"
+            image, mask = head_phantom(shape, modality, lesion, seed * 1000 + n + seed_offset)
+            name = f"{modality.lower()}_{unlabelled.lower()}{n:02d}"
             sitk.WriteImage(image, str(folder / f"{name}.nii.gz"))
-            row = {"path": f"{name}.nii.gz", "modality": modality, "patient_id": f"{modality}{n:02d}"}
-            if task == "regression":
+            row = {"path": f"{name}.nii.gz", "modality": modality, "patient_id": f"{modality}{unlabelled}{n:02d}"}
+            if unlabelled:
+                row.update(label="", split=UNLABELLED)
+            elif task == "regression":
                 row["label"] = f"{40 + 5 * n + (10 if lesion else 0)}"
             else:
                 row["label"] = "lesion" if lesion else "none"

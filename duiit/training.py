@@ -112,13 +112,13 @@ def learning_rate_factor(iteration: int, total: int) -> float:
 
 
 class BatchSampler:
-    """Random batches from a slice set with an explicit RNG; class-balanced for classification."""
+    """Random batches from a slice set with an explicit RNG; class-balanced if `balanced` (classification)."""
 
-    def __init__(self, slices: SliceSet, task: str, generator: torch.Generator):
+    def __init__(self, slices: SliceSet, balanced: bool, generator: torch.Generator):
         self.slices = slices
         self.generator = generator
         self.weights = torch.ones(len(slices))
-        if task == "classification" and len(slices):
+        if balanced and len(slices):
             counts = torch.bincount(slices.labels)
             self.weights = 1.0 / counts[slices.labels].float()
 
@@ -195,8 +195,14 @@ class Trainer:
                                                                   betas=betas)
         # Each process draws its own batches; the seed makes a run (and its resume) reproducible.
         self.rng = torch.Generator().manual_seed(options.seed * 1000 + self.context.rank + 1)
-        self.target_sampler = BatchSampler(cohort.target_train, options.task, self.rng)
-        self.source_sampler = BatchSampler(cohort.source_train, options.task, self.rng)
+        balanced = options.task == "classification"
+        self.target_sampler = BatchSampler(cohort.target_train, balanced, self.rng)
+        self.source_sampler = BatchSampler(cohort.source_train, balanced, self.rng)
+        # Unlabelled target images teach the translator the target modality; without them it sees the labelled
+        # batch (and draws nothing more, so such runs are unchanged).
+        self.translator_target_sampler = None
+        if self.uses_translator and cohort.target_unlabelled is not None and len(cohort.target_unlabelled):
+            self.translator_target_sampler = BatchSampler(cohort.translator_target, False, self.rng)
         self.pools = {"target": ImagePool(options.pool_size, self.rng), "source": ImagePool(options.pool_size, self.rng)}
         self.translated_source = None  # cyclegan's second stage: G(source), computed once
         self.guide_labels = guide_labels(options, cohort.label_names)
@@ -255,11 +261,14 @@ class Trainer:
         source_labels = self._standardise(source_labels)
         target_labels = self._standardise(target_labels)
         weight = task_weight(o, iteration, phase_length) if with_predictor else 0.0
+        real_target = target
+        if self.translator_target_sampler is not None:
+            real_target = self.translator_target_sampler.sample(o.batch_size, self.device)[0]
 
         steered_by = (self.discriminators, self.predictor, self.guide_predictor)
         for module in steered_by:
             self._set_trainable(module, False)
-        total, parts, out = self.generator_loss(source, target, source_labels, weight)
+        total, parts, out = self.generator_loss(source, real_target, source_labels, weight)
         self._update("translator", total)
         for module in steered_by:
             self._set_trainable(module, True)
@@ -274,9 +283,9 @@ class Trainer:
 
         fake_target = self.pools["target"].query(out["fake_target"].detach().float())
         fake_source = self.pools["source"].query(out["fake_source"].detach().float())
-        n = target.shape[0]
+        n = real_target.shape[0]
         with autocast(self.device):  # real and fake in one call: DDP expects one forward per backward
-            scores_target, scores_source = self._ddp("discriminators")(torch.cat([target, fake_target]),
+            scores_target, scores_source = self._ddp("discriminators")(torch.cat([real_target, fake_target]),
                                                                         torch.cat([source, fake_source]))
             loss_d = 0.5 * (gan_loss(scores_target[:n], True) + gan_loss(scores_target[n:], False)
                             + gan_loss(scores_source[:n], True) + gan_loss(scores_source[n:], False))
@@ -366,7 +375,8 @@ class Trainer:
                     done_before += length
                     continue
                 if phase == "predictor" and self.options.method == "cyclegan":
-                    self.translated_sampler = BatchSampler(self.translate_source(), self.options.task, self.rng)
+                    self.translated_sampler = BatchSampler(self.translate_source(), self.options.task == "classification",
+                                                         self.rng)
                 for module in self.modules().values():
                     module.train()
                 while self.step < done_before + length:

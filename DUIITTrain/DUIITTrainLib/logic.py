@@ -15,6 +15,7 @@ from .labels import check_labels
 
 TASKS = ("classification", "regression")
 METHODS = ("duiit", "cyclegan", "naive", "target-only")
+TRANSLATING_METHODS = ("duiit", "cyclegan")  # their translator learns from unlabelled target series too
 SOURCE_MODALITIES = ("MR", "PT")
 TARGET_MODALITIES = ("CT",)
 PRESETS = ("small", "reference")
@@ -115,34 +116,59 @@ def _safe_name(text: str) -> str:
     return "".join(c if c.isalnum() or c in ".-_" else "_" for c in str(text)) or "series"
 
 
-def manifest_rows(selected, staging_folder) -> list:
-    """Manifest rows for [(SeriesInfo, label), ...]: the series' folder and its series_uid."""
+def unlabelled(label) -> bool:
+    return not str(label).strip()
+
+
+def manifest_rows(selected, staging_folder, target_modality: str = "CT") -> list:
+    """Manifest rows for [(SeriesInfo, label), ...]: the series' folder and its series_uid. A target series
+    without a label gets the split "unlabelled": it trains the translator only."""
+    from duiit.manifest import UNLABELLED
     rows = []
     for series, label in selected:
-        rows.append({
+        row = {
             "path": str(stage_series(series, staging_folder)),
             "modality": series.modality,
             "label": str(label).strip(),
-            "patient_id": series.patient_id or series.study_uid,
+            "patient_id": _patient(series),
             "study_uid": series.study_uid,
             "series_uid": series.series_uid,
-        })
+        }
+        if series.modality == target_modality and unlabelled(label):
+            row["split"] = UNLABELLED
+        rows.append(row)
     return rows
+
+
+def _patient(series) -> str:
+    return series.patient_id or series.study_uid
 
 
 def check_selection(selected, settings: TrainSettings) -> None:
     """Refuse a selection the worker would refuse, with the reason (before any process starts)."""
+    target = settings.target_modality
     modalities = [s.modality for s, _ in selected]
-    if settings.target_modality not in modalities:
-        raise DuiitError(f"tick at least one {settings.target_modality} series (the target modality)")
+    if target not in modalities:
+        raise DuiitError(f"tick at least one {target} series (the target modality)")
     if settings.method != "target-only" and settings.source_modality not in modalities:
         raise DuiitError(f"tick at least one {settings.source_modality} series (the source modality), "
                          "or choose the target-only method")
-    other = sorted({m for m in modalities if m not in (settings.target_modality, settings.source_modality)})
+    other = sorted({m for m in modalities if m not in (target, settings.source_modality)})
     if other:
-        raise DuiitError(f"the selection has {', '.join(other)} series; only {settings.target_modality} and "
+        raise DuiitError(f"the selection has {', '.join(other)} series; only {target} and "
                          f"{settings.source_modality} are used")
-    problems = check_labels([label for _, label in selected], settings.task)
+    no_label = [s for s, label in selected if s.modality == target and unlabelled(label)]
+    labelled = [(s, label) for s, label in selected if not (s.modality == target and unlabelled(label))]
+    if no_label and settings.method not in TRANSLATING_METHODS:
+        raise DuiitError(f"{len(no_label)} {target} series have no label; {target} series without a label train "
+                         f"the translator only ({' and '.join(TRANSLATING_METHODS)}), not {settings.method}")
+    if not any(s.modality == target for s, _ in labelled):
+        raise DuiitError(f"give at least one {target} series a label (the others can stay unlabelled)")
+    mixed = sorted({_patient(s) for s in no_label} & {_patient(s) for s, _ in labelled})
+    if mixed:
+        raise DuiitError(f"patient {mixed[0]} has labelled and unlabelled series; a patient without labels trains "
+                         "the translator only, so label all of its series or none")
+    problems = check_labels([label for _, label in labelled], settings.task)
     if problems:
         raise DuiitError("; ".join(problems))
 
@@ -153,7 +179,7 @@ def write_manifest(selected, settings: TrainSettings) -> Path:
     check_selection(selected, settings)
     from duiit.manifest import write_manifest as write_csv
     settings.folder.mkdir(parents=True, exist_ok=True)
-    rows = manifest_rows(selected, settings.series_folder)
+    rows = manifest_rows(selected, settings.series_folder, settings.target_modality)
     write_csv(rows, settings.manifest)
     return settings.manifest
 
