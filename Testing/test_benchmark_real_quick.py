@@ -47,6 +47,8 @@ def test_json_is_complete_and_in_range(quick):
     counts = run["cohort"]["counts_by_split"]
     assert run["cohort"]["label_check"]["match"], run["cohort"]["label_check"]  # slice labels = the cohort's masks
     assert counts["target_train"]["patients"] >= 1 and counts["target_test"]["patients"] >= 1
+    assert counts["target_unlabelled"] == {"patients": 1, "slices": counts["target_unlabelled"]["slices"]}
+    assert "1 more CT patients" in " ".join(run["cohort"]["caveats"])  # the translators learn from unlabelled CT
     for record in run["records"]:
         test = record["test"]
         assert test["n_slices"] == counts["target_test"]["slices"]

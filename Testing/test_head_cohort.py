@@ -294,3 +294,25 @@ def test_command_line_builds_a_simulated_t1_cohort_and_refuses_unknown_volumes(r
     assert "unknown real MR volume" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     assert hc.main([str(tmp_path / "gain"), "--size", "tiny", "--mr-lesion-gain=0.5,0.1"]) == 2
     assert "MR lesion gain" in capsys.readouterr().err
+
+
+def test_unlabelled_ct_patients_are_added_without_changing_the_others(real, tmp_path, capsys):
+    common = ["--ct", "2", "--mr", "1", "--check", "0", "--size", "tiny", "--mr-volumes", "simulated_t1"]
+    assert hc.main([str(tmp_path / "plain"), *common]) == 0
+    assert hc.main([str(tmp_path / "more"), *common, "--ct-unlabelled", "2"]) == 0
+    plain = list(csv.DictReader(open(tmp_path / "plain" / "manifest.csv")))
+    more = list(csv.DictReader(open(tmp_path / "more" / "manifest.csv")))
+    assert more[:len(plain)] == plain                          # the labelled patients are the same ...
+    for row in plain:
+        np.testing.assert_array_equal(_array(tmp_path / "plain", row["path"]), _array(tmp_path / "more", row["path"]))
+    added = more[len(plain):]
+    assert [(r["patient_id"], r["modality"], r["split"], r["label"], r["mask"]) for r in added] == [
+        ("CTU-001", "CT", "unlabelled", "", ""), ("CTU-002", "CT", "unlabelled", "", "")]
+    summary = json.loads((tmp_path / "more" / "cohort.json").read_text())
+    assert summary["counts"]["ct"] == 2 and summary["counts"]["ct_unlabelled"] == 2
+    assert "2 unlabelled" in summary["what"]
+    assert "lesion_slices" in summary["cases"]["CTU-001"]     # what they show is recorded, not given to training
+    cases = read_manifest(tmp_path / "more" / "manifest.csv")
+    assert [c.patient_id for c in cases if not c.labelled] == ["CTU-001", "CTU-002"]
+    assert hc.main([str(tmp_path / "bad"), *common, "--ct-unlabelled", "-1"]) == 2
+    assert "-1 unlabelled CT patients" in capsys.readouterr().err

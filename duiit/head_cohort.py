@@ -25,6 +25,8 @@ real volumes, and ``cohort.json`` says so. What is and what is not real:
 * ``mr_volumes=[SIMULATED_T1]`` (a control, not real MR): the MR patients are T1s simulated the same way from
   other augmentations of the real CT, so the paired check represents the translators' source domain; their
   lesions are the CT lesions (65-85 HU) seen through the mapping, darker than the brain around them.
+* ``n_ct_unlabelled``: more CT augmentations with the split "unlabelled" and no label or mask in the
+  manifest (their lesions are in ``cohort.json``): a hospital's unlabelled CTs, for the translator only.
 
 ``build_cohort(out_dir, ...)`` writes NIfTI volumes, lesion masks, head masks, ``manifest.csv``
 (path,modality,label,patient_id,split,mask,head_mask,source_volume), ``check_manifest.csv`` and
@@ -46,7 +48,7 @@ import SimpleITK as sitk
 
 from .atomic import atomic_directory
 from .errors import DuiitError
-from .manifest import write_manifest
+from .manifest import UNLABELLED, write_manifest
 
 FOV_MM = 256.0
 # name -> (in-plane pixels, slice spacing mm, most slices per volume)
@@ -576,8 +578,9 @@ def _lesion_plan(n: int, fraction: float, rng: np.random.Generator) -> list:
 
 
 def case_rng(seed: int, role: str, index: int) -> np.random.Generator:
-    """The random stream of one patient: role "CT", "MR" or "CHECK", index from 0 (benchmarks rebuild cases)."""
-    return np.random.default_rng([int(seed), {"CT": 1, "MR": 2, "CHECK": 3}[role], int(index)])
+    """The random stream of one patient: role "CT", "MR", "CHECK" or "CTU" (unlabelled CT), index from 0
+    (benchmarks rebuild cases)."""
+    return np.random.default_rng([int(seed), {"CT": 1, "MR": 2, "CHECK": 3, "CTU": 4}[role], int(index)])
 
 
 def make_case(volume: RealVolume, preset: str, rng: np.random.Generator, n_lesions: int,
@@ -616,11 +619,14 @@ def simulated_mr_case(ct_volume: RealVolume, preset: str, rng: np.random.Generat
 
 def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small", n_check=2,
                  ct_train_fraction=0.25, lesion_fraction=0.5, cache_dir=None, samples=None,
-                 real_volumes=None, mr_volumes=None, mr_lesion_gain=MR_LESION_GAIN, progress=None) -> Path:
+                 real_volumes=None, mr_volumes=None, mr_lesion_gain=MR_LESION_GAIN, n_ct_unlabelled=0,
+                 progress=None) -> Path:
     """Write a labelled head MR -> CT cohort into out_dir and return the path of its manifest.csv.
 
     n_ct_patients augmentations of the real CT (split: round(ct_train_fraction * n), at least 1, "train",
-    the rest "test"), n_mr_patients augmentations of the real MRs in turn (all "train"), and n_check
+    the rest "test"), n_mr_patients augmentations of the real MRs in turn (all "train"), n_ct_unlabelled more
+    CT augmentations without a label (split "unlabelled": for the translator; lesions as often as in the
+    labelled CT; the other patients do not depend on it), and n_check
     held-out CT augmentations with their SIMULATED MR (check_manifest.csv). size: "tiny", "small" or
     "full" (see PRESETS). samples: {name: path} as from sample_data.fetch (what it needs is fetched if None);
     real_volumes: the list from load_real_volumes(samples), to reuse one already loaded; mr_volumes: names
@@ -638,6 +644,8 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
         raise DuiitError(f"unknown cohort size {size!r} (use {', '.join(PRESETS)})")
     if n_ct_patients < 2 or n_mr_patients < 1 or n_check < 0:
         raise DuiitError("a cohort needs at least 2 CT patients (train and test) and 1 MR patient")
+    if n_ct_unlabelled < 0:
+        raise DuiitError(f"{n_ct_unlabelled} unlabelled CT patients: give 0 or more")
     mr_lesion_gain = tuple(float(g) for g in mr_lesion_gain)
     if len(mr_lesion_gain) != 2 or not (0.0 < mr_lesion_gain[0] <= mr_lesion_gain[1]
                                         or -1.0 < mr_lesion_gain[0] <= mr_lesion_gain[1] < 0.0):
@@ -661,10 +669,12 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
     ct_plan = (_lesion_plan(n_train, lesion_fraction, plan_rng)
                + _lesion_plan(n_ct_patients - n_train, lesion_fraction, plan_rng))
     mr_plan = _lesion_plan(n_mr_patients, lesion_fraction, plan_rng)
+    unlabelled_plan = _lesion_plan(n_ct_unlabelled, lesion_fraction, plan_rng) if n_ct_unlabelled else []
     rows, check_rows, cases = [], [], {}
     with atomic_directory(out_dir) as tmp:
         jobs = ([("CT", i, ct_volume, ct_plan[i], "train" if i < n_train else "test") for i in range(n_ct_patients)]
-                + [("MR", i, mr_volumes[i % len(mr_volumes)], mr_plan[i], "train") for i in range(n_mr_patients)])
+                + [("MR", i, mr_volumes[i % len(mr_volumes)], mr_plan[i], "train") for i in range(n_mr_patients)]
+                + [("CTU", i, ct_volume, unlabelled_plan[i], UNLABELLED) for i in range(n_ct_unlabelled)])
         for role, index, volume, n_lesions, split in jobs:
             patient = f"{role}-{index + 1:03d}"
             simulated = role == "MR" and volume.modality == "CT"  # SIMULATED_T1 stands for the CT volume
@@ -681,9 +691,13 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
             _write(case["head"], case["grid"], tmp / names["head_mask"])
             label = "lesion" if case["lesion_mask"].any() else "none"
             source_name = f"{SIMULATED_T1} (from {volume.name})" if simulated else volume.name
-            rows.append(dict(names, modality=role, label=label, patient_id=patient, split=split,
-                             source_volume=source_name))
-            cases[patient] = dict(case["record"], source_volume=source_name, modality=role, label=label,
+            modality = "CT" if role == "CTU" else role
+            row = dict(names, modality=modality, label=label, patient_id=patient, split=split,
+                       source_volume=source_name)
+            if split == UNLABELLED:  # its lesions are recorded in cohort.json, not given to training
+                row.update(label="", mask="")
+            rows.append(row)
+            cases[patient] = dict(case["record"], source_volume=source_name, modality=modality, label=label,
                                   split=split)
             say(f"{patient}: {source_name}, {label}, {len(case['record']['lesion_slices'])} lesion slices")
         for index in range(n_check):
@@ -709,7 +723,8 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
 
 
 def _summary(volumes, samples, size, seed, rows, check_rows, cases, seconds, mr_lesion_gain) -> dict:
-    n_ct = sum(r["modality"] == "CT" for r in rows)
+    n_unlabelled = sum(r["split"] == UNLABELLED for r in rows)
+    n_ct = sum(r["modality"] == "CT" for r in rows) - n_unlabelled
     n_mr = sum(r["modality"] == "MR" for r in rows)
     n_simulated = sum(r["modality"] == "MR" and r["source_volume"].startswith(SIMULATED_T1) for r in rows)
     real_mrs = [v for v in volumes[1:] if v.modality == "MR"]
@@ -724,7 +739,8 @@ def _summary(volumes, samples, size, seed, rows, check_rows, cases, seconds, mr_
     except Exception:  # provenance is informative only
         sources = {}
     return {
-        "what": (f"{n_ct} CT patients are augmentations of 1 real CT volume; " + "; ".join(mr_sources)
+        "what": (f"{n_ct} CT patients" + (f" (and {n_unlabelled} unlabelled ones, for the translator)" if n_unlabelled
+                                          else "") + " are augmentations of 1 real CT volume; " + "; ".join(mr_sources)
                  + "; lesions are simulated" + (" (brain1/brain2 real tumours kept, mask value 2)" if real_mrs else "")
                  + f"; check set: {len(check_rows)} held-out CT augmentations with {SIMULATED_MR_NOTE}"),
         "real_volumes": [{"name": v.name, "modality": v.modality, "native_size": list(v.image.GetSize()),
@@ -740,7 +756,7 @@ def _summary(volumes, samples, size, seed, rows, check_rows, cases, seconds, mr_
                     "mask_values": {"1": "simulated lesion", "2": "real tumour (pyradiomics label)"},
                     "slice_label": "lesion present iff the mask slice has a voxel > 0"},
         "seed": seed, "build_seconds": round(seconds, 1),
-        "counts": {"ct": n_ct, "mr": n_mr, "mr_simulated": n_simulated, "check": len(check_rows),
+        "counts": {"ct": n_ct, "ct_unlabelled": n_unlabelled, "mr": n_mr, "mr_simulated": n_simulated, "check": len(check_rows),
                    "ct_lesion": sum(r["modality"] == "CT" and r["label"] == "lesion" for r in rows),
                    "mr_lesion": sum(r["modality"] == "MR" and r["label"] == "lesion" for r in rows)},
         "cases": cases,
@@ -753,6 +769,8 @@ def main(argv=None) -> int:
     parser.add_argument("out_dir")
     parser.add_argument("--ct", type=int, default=8, help="CT patients (default 8)")
     parser.add_argument("--mr", type=int, default=12, help="MR patients (default 12)")
+    parser.add_argument("--ct-unlabelled", type=int, default=0,
+                        help="more CT patients without a label, for the translator (default 0)")
     parser.add_argument("--check", type=int, default=2, help="paired check volumes (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--size", choices=sorted(PRESETS), default="small")
@@ -767,7 +785,7 @@ def main(argv=None) -> int:
     try:
         manifest = build_cohort(args.out_dir, n_ct_patients=args.ct, n_mr_patients=args.mr, n_check=args.check,
                                 seed=args.seed, size=args.size, cache_dir=args.cache, mr_volumes=args.mr_volumes,
-                                mr_lesion_gain=args.mr_lesion_gain,
+                                mr_lesion_gain=args.mr_lesion_gain, n_ct_unlabelled=args.ct_unlabelled,
                                 progress=lambda message: print(message, file=sys.stderr))
     except DuiitError as exc:
         print(f"duiit: error: {exc}", file=sys.stderr)

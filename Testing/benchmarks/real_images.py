@@ -58,7 +58,7 @@ TRANSLATING = ("cyclegan", "duiit", ABLATION)
 FULL_COHORT = {"n_ct_patients": 20, "ct_train_fraction": 0.15, "n_mr_patients": 18, "n_check": 3,
                "lesion_fraction": 0.6, "size": "tiny"}
 QUICK_COHORT = {"n_ct_patients": 3, "ct_train_fraction": 0.15, "n_mr_patients": 3, "n_check": 1,
-                "lesion_fraction": 0.6, "size": "tiny"}
+                "lesion_fraction": 0.6, "size": "tiny", "n_ct_unlabelled": 1}
 RESULTS_NAME = "real_images"
 ANALYSIS_START, ANALYSIS_END = "<!-- analysis -->", "<!-- /analysis -->"
 DEFAULT_OUT = ROOT / "Testing" / "benchmarks" / "results"
@@ -101,7 +101,8 @@ def make_cohort(work: Path, spec: dict, seed: int, cache_dir=None) -> Path:
                                         size=spec["size"], ct_train_fraction=spec["ct_train_fraction"],
                                         lesion_fraction=spec["lesion_fraction"], samples=samples,
                                         mr_volumes=spec.get("mr_volumes"),
-                                        mr_lesion_gain=spec.get("mr_lesion_gain", head_cohort.MR_LESION_GAIN))
+                                        mr_lesion_gain=spec.get("mr_lesion_gain", head_cohort.MR_LESION_GAIN),
+                                        n_ct_unlabelled=spec.get("n_ct_unlabelled", 0))
     # how it was built, for --cohort on a machine that cannot fetch the images
     (manifest.parent / COHORT_RECORD).write_text(json.dumps({"spec": spec, "cohort_seed": seed}, indent=1) + "\n")
     return manifest
@@ -129,6 +130,9 @@ def cohort_description(manifest: Path, cohort) -> dict:
                    "match": expected == found}
     if not label_check["match"]:
         log(f"WARNING: slice labels disagree with the cohort's lesion masks: {label_check}")
+    if len(cohort.target_unlabelled):
+        counts["target_unlabelled"] = {"patients": len(cohort.target_unlabelled.cases),
+                                       "slices": len(cohort.target_unlabelled)}
     simulated = summary["counts"].get("mr_simulated", 0)
     gain = " to ".join(f"{100 * g:+.0f}" for g in summary["lesions"]["mr_gain_over_local_brain"])
     caveats = ["all CT 'patients' are augmentations of ONE real CT (InVesalius Cranium), so the CT test split is the "
@@ -139,6 +143,10 @@ def cohort_description(manifest: Path, cohort) -> dict:
     if simulated:
         caveats.append(f"{simulated} MR patients are T1s SIMULATED from other augmentations of the real CT (the same "
                        "mapping as the check set), their lesions the CT lesions seen through that mapping")
+    unlabelled = summary["counts"].get("ct_unlabelled", 0)
+    if unlabelled:
+        caveats.append(f"{unlabelled} more CT patients (augmentations of the same CT, lesions as often as in the "
+                       "labelled ones) are UNLABELLED: they train the translators' CT side only, never a predictor")
     caveats += ["CT lesions are SIMULATED, hyperdense 65-85 HU"
                 + ("; the real tumours of brain1/brain2 count as lesions (MR only)"
                    if {"brain1_t1", "brain2_t1"} & set(mr_names) else ""),
@@ -627,7 +635,8 @@ def _render_run(n: int, run: dict) -> list:
            f"- Cohort: {c['what']}.",
            "  " + "; ".join(c["caveats"]) + ".",
            "- Split (same for every method and seed): " + "; ".join(
-               f"{k}: {v['patients']} patients, {v['slices']} slices ({v['lesion_slices']} with lesion)"
+               f"{k}: {v['patients']} patients, {v['slices']} slices "
+               + (f"({v['lesion_slices']} with lesion)" if "lesion_slices" in v else "(no labels)")
                for k, v in counts.items()),
            ""]
     if run.get("invalid"):
@@ -795,6 +804,8 @@ def parse_args(argv=None):
                         "(default 0.3,0.6 as in duiit.head_cohort; lower: lesions T1 shows faintly; "
                         "negative, e.g. -0.35,-0.2: darker than the brain, as acute blood on T1)")
     p.add_argument("--n-mr", type=int, help=f"MR patients (default {FULL_COHORT['n_mr_patients']})")
+    p.add_argument("--n-ct-unlabelled", type=int,
+                   help="more CT patients without labels, for the translators only (default 0; quick: 1)")
     p.add_argument("--source-weight", type=float, default=1.0, help="b: weight of C's loss on (translated) MR")
     p.add_argument("--predictor-width", type=int, help="predictor width (default: the small preset's)")
     p.add_argument("--predictor-depth", type=int, help="predictor conv stages (default: the small preset's)")
@@ -834,7 +845,8 @@ def parse_args(argv=None):
     shaping = [flag for flag, value in (("--n-ct", args.n_ct), ("--n-mr", args.n_mr), ("--mr-volumes", args.mr_volumes),
                                          ("--ct-train-fraction", args.ct_train_fraction),
                                          ("--cohort-size", args.cohort_size),
-                                         ("--mr-lesion-gain", args.mr_lesion_gain)) if value is not None]
+                                         ("--mr-lesion-gain", args.mr_lesion_gain),
+                                         ("--n-ct-unlabelled", args.n_ct_unlabelled)) if value is not None]
     if args.cohort and (shaping or args.cohort_seed or args.build_cohort_only):
         p.error(f"--cohort uses the cohort as it was built; "
                 f"{(shaping + ['--cohort-seed/--build-cohort-only'])[0]} cannot change it")
@@ -864,7 +876,8 @@ def run(argv=None) -> dict:
         spec = dict(QUICK_COHORT if args.quick else FULL_COHORT)
         for key, value in (("n_ct_patients", args.n_ct), ("ct_train_fraction", args.ct_train_fraction),
                            ("n_mr_patients", args.n_mr), ("mr_volumes", args.mr_volumes),
-                           ("size", args.cohort_size), ("mr_lesion_gain", args.mr_lesion_gain)):
+                           ("size", args.cohort_size), ("mr_lesion_gain", args.mr_lesion_gain),
+                           ("n_ct_unlabelled", args.n_ct_unlabelled)):
             if value is not None:
                 spec[key] = value
         device, device_message = resolve_device(args.device)
