@@ -201,7 +201,7 @@ def test_a_checkpoint_from_before_an_option_resumes_with_its_default(cohort, tmp
 @pytest.fixture(scope="module")
 def cohort_with_unlabelled_ct(tmp_path_factory):
     manifest = write_phantom_cohort(tmp_path_factory.mktemp("unlabelled"), n_ct=6, n_source=6, shape=(12, 32, 32),
-                                    n_unlabelled_ct=4)
+                                    n_ct_unlabelled=4)
     return build_cohort(read_manifest(manifest), "MR", "CT", "classification", NETWORK.image_size, seed=0)
 
 

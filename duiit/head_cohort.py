@@ -739,8 +739,9 @@ def _summary(volumes, samples, size, seed, rows, check_rows, cases, seconds, mr_
     except Exception:  # provenance is informative only
         sources = {}
     return {
-        "what": (f"{n_ct} CT patients" + (f" (and {n_unlabelled} unlabelled ones, for the translator)" if n_unlabelled
-                                          else "") + " are augmentations of 1 real CT volume; " + "; ".join(mr_sources)
+        "what": (f"{n_ct} CT patients" + (f" (and {n_unlabelled} unlabelled ones, for the translator)"
+                                          if n_unlabelled else "")
+                 + " are augmentations of 1 real CT volume; " + "; ".join(mr_sources)
                  + "; lesions are simulated" + (" (brain1/brain2 real tumours kept, mask value 2)" if real_mrs else "")
                  + f"; check set: {len(check_rows)} held-out CT augmentations with {SIMULATED_MR_NOTE}"),
         "real_volumes": [{"name": v.name, "modality": v.modality, "native_size": list(v.image.GetSize()),
@@ -756,7 +757,8 @@ def _summary(volumes, samples, size, seed, rows, check_rows, cases, seconds, mr_
                     "mask_values": {"1": "simulated lesion", "2": "real tumour (pyradiomics label)"},
                     "slice_label": "lesion present iff the mask slice has a voxel > 0"},
         "seed": seed, "build_seconds": round(seconds, 1),
-        "counts": {"ct": n_ct, "ct_unlabelled": n_unlabelled, "mr": n_mr, "mr_simulated": n_simulated, "check": len(check_rows),
+        "counts": {"ct": n_ct, "ct_unlabelled": n_unlabelled, "mr": n_mr, "mr_simulated": n_simulated,
+                   "check": len(check_rows),
                    "ct_lesion": sum(r["modality"] == "CT" and r["label"] == "lesion" for r in rows),
                    "mr_lesion": sum(r["modality"] == "MR" and r["label"] == "lesion" for r in rows)},
         "cases": cases,

@@ -55,14 +55,14 @@ def head_phantom(shape=(24, 48, 48), modality="CT", lesion=False, seed=0, spacin
 
 
 def write_phantom_cohort(folder, n_ct=6, n_source=6, source="MR", shape=(24, 48, 48), seed=0,
-                         task="classification", slice_labels=True, n_unlabelled_ct=0) -> Path:
-    """Write phantoms (half with lesions) and a manifest; returns the manifest path. n_unlabelled_ct more CT
+                         task="classification", slice_labels=True, n_ct_unlabelled=0) -> Path:
+    """Write phantoms (half with lesions) and a manifest; returns the manifest path. n_ct_unlabelled more CT
     phantoms get the split "unlabelled" and no label."""
     from .manifest import UNLABELLED, write_manifest
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    kinds = (("CT", n_ct, "", 0), (source, n_source, "", 500), ("CT", n_unlabelled_ct, "U", 800))
+    kinds = (("CT", n_ct, "", 0), (source, n_source, "", 500), ("CT", n_ct_unlabelled, "U", 800))
     for modality, count, unlabelled, seed_offset in kinds:
         for n in range(count):
             lesion = n % 2 == 1

@@ -751,7 +751,9 @@ def write_results(out: Path, runs: list) -> None:
             analysis = text.split(ANALYSIS_START, 1)[1].split(ANALYSIS_END, 1)[0]
             if analysis.strip() == "_(no analysis yet)_":
                 analysis = ""
-    for path, text in ((out / f"{RESULTS_NAME}.json", json.dumps({"runs": clean(runs)}, indent=1) + "\n"),
+    # one run per line: git shows which runs changed, and the file stays small (70 runs with per-volume detail)
+    lines = ",\n".join(json.dumps(run, separators=(",", ":")) for run in clean(runs))
+    for path, text in ((out / f"{RESULTS_NAME}.json", '{"runs": [\n' + lines + "\n]}\n"),
                        (md, render_markdown(clean(runs), analysis))):
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
