@@ -143,7 +143,9 @@ def test_every_method_trains_and_evaluates_on_real_ct(cohort, method):
     assert all(c.modality == "CT" for c in cohort.target_val.cases)
 
 
-def test_resume_continues_to_the_same_weights(cohort, tmp_path):
+@pytest.mark.parametrize("data", ["cohort", "cohort_with_unlabelled_ct"])
+def test_resume_continues_to_the_same_weights(data, request, tmp_path):
+    cohort = request.getfixturevalue(data)
     straight = trainer_for(cohort, tmp_path / "a", iterations=6)
     (tmp_path / "a").mkdir()
     straight.run()
