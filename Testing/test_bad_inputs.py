@@ -103,7 +103,8 @@ def bad_manifest_case(tmp_path, case):
 @pytest.mark.parametrize("case", ["non-image file", "2D image", "4D image", "NaN voxels", "case without a label",
                                   "dicom folder without images", "mixed dicom series",
                                   "modality does not match the DICOM tag", "unlabelled MR case",
-                                  "patient in two splits", "unlabelled patient with a labelled case", "missing column", "missing file"])
+                                  "patient in two splits", "unlabelled patient with a labelled case",
+                                  "missing column", "missing file"])
 def test_bad_training_input(tmp_path, case):
     path, words = bad_manifest_case(tmp_path, case)
     out = tmp_path / "model.duiit"

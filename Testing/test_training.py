@@ -23,6 +23,13 @@ def cohort(mr_cohort):
     return build_cohort(read_manifest(mr_cohort), "MR", "CT", "classification", NETWORK.image_size, seed=0)
 
 
+@pytest.fixture(scope="module")
+def cohort_with_unlabelled_ct(tmp_path_factory):
+    manifest = write_phantom_cohort(tmp_path_factory.mktemp("unlabelled"), n_ct=6, n_source=6, shape=(12, 32, 32),
+                                    n_ct_unlabelled=4)
+    return build_cohort(read_manifest(manifest), "MR", "CT", "classification", NETWORK.image_size, seed=0)
+
+
 def trainer_for(cohort, tmp_path=None, **options):
     defaults = dict(iterations=6, batch_size=2, warmup=0.0, ramp=0.0, checkpoint_every=3, seed=3)
     return Trainer(cohort, TrainingOptions(**{**defaults, **options}), NETWORK, torch.device("cpu"),
@@ -198,13 +205,6 @@ def test_a_checkpoint_from_before_an_option_resumes_with_its_default(cohort, tmp
         load_checkpoint(trainer.checkpoint_path, resumed.options.fingerprint())
     resumed.run(resume=True)
     assert resumed.step == 6
-
-
-@pytest.fixture(scope="module")
-def cohort_with_unlabelled_ct(tmp_path_factory):
-    manifest = write_phantom_cohort(tmp_path_factory.mktemp("unlabelled"), n_ct=6, n_source=6, shape=(12, 32, 32),
-                                    n_ct_unlabelled=4)
-    return build_cohort(read_manifest(manifest), "MR", "CT", "classification", NETWORK.image_size, seed=0)
 
 
 def test_unlabelled_ct_is_kept_apart_from_the_labelled_sets(cohort_with_unlabelled_ct, cohort):
