@@ -53,9 +53,13 @@ class Cohort:
     target_unlabelled: SliceSet | None = None  # for the translator only; labels are placeholders
 
     @property
+    def has_unlabelled_target(self) -> bool:
+        return self.target_unlabelled is not None and len(self.target_unlabelled) > 0
+
+    @property
     def translator_target(self) -> SliceSet:
         """The target slices the translator learns the target modality from: labelled and unlabelled training."""
-        if self.target_unlabelled is None or not len(self.target_unlabelled):
+        if not self.has_unlabelled_target:
             return self.target_train
         return SliceSet.concat([self.target_train, self.target_unlabelled])
 

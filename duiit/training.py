@@ -195,13 +195,13 @@ class Trainer:
                                                                   betas=betas)
         # Each process draws its own batches; the seed makes a run (and its resume) reproducible.
         self.rng = torch.Generator().manual_seed(options.seed * 1000 + self.context.rank + 1)
-        balanced = options.task == "classification"
-        self.target_sampler = BatchSampler(cohort.target_train, balanced, self.rng)
-        self.source_sampler = BatchSampler(cohort.source_train, balanced, self.rng)
+        self.balanced = options.task == "classification"
+        self.target_sampler = BatchSampler(cohort.target_train, self.balanced, self.rng)
+        self.source_sampler = BatchSampler(cohort.source_train, self.balanced, self.rng)
         # Unlabelled target images teach the translator the target modality; without them it sees the labelled
         # batch (and draws nothing more, so such runs are unchanged).
         self.translator_target_sampler = None
-        if self.uses_translator and cohort.target_unlabelled is not None and len(cohort.target_unlabelled):
+        if self.uses_translator and cohort.has_unlabelled_target:
             self.translator_target_sampler = BatchSampler(cohort.translator_target, False, self.rng)
         self.pools = {"target": ImagePool(options.pool_size, self.rng), "source": ImagePool(options.pool_size, self.rng)}
         self.translated_source = None  # cyclegan's second stage: G(source), computed once
@@ -375,8 +375,7 @@ class Trainer:
                     done_before += length
                     continue
                 if phase == "predictor" and self.options.method == "cyclegan":
-                    self.translated_sampler = BatchSampler(self.translate_source(), self.options.task == "classification",
-                                                         self.rng)
+                    self.translated_sampler = BatchSampler(self.translate_source(), self.balanced, self.rng)
                 for module in self.modules().values():
                     module.train()
                 while self.step < done_before + length:

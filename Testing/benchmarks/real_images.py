@@ -130,7 +130,7 @@ def cohort_description(manifest: Path, cohort) -> dict:
                    "match": expected == found}
     if not label_check["match"]:
         log(f"WARNING: slice labels disagree with the cohort's lesion masks: {label_check}")
-    if len(cohort.target_unlabelled):
+    if cohort.has_unlabelled_target:
         counts["target_unlabelled"] = {"patients": len(cohort.target_unlabelled.cases),
                                        "slices": len(cohort.target_unlabelled)}
     simulated = summary["counts"].get("mr_simulated", 0)
