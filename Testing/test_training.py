@@ -6,13 +6,13 @@ import torch
 
 from conftest import ROOT, run_torchrun
 from duiit.checkpoint import load_checkpoint
-from duiit.cohort import build_cohort
+from duiit.cohort import SliceSet, build_cohort
 from duiit.errors import DuiitError
 from duiit.losses import task_loss
 from duiit.manifest import read_manifest
 from duiit.networks import NetworkConfig
 from duiit.phantom import write_phantom_cohort
-from duiit.training import Trainer, TrainingOptions, task_weight
+from duiit.training import Trainer, TrainingOptions, balancing_weights, task_weight
 
 NETWORK = NetworkConfig(image_size=32, generator_width=8, generator_blocks=1, discriminator_width=8,
                         discriminator_layers=2, predictor_width=8, predictor_depth=2)
@@ -238,6 +238,33 @@ def test_unlabelled_ct_reaches_the_translator_and_never_the_predictor(cohort_wit
     trainer.run()
     assert sum(real_to_discriminator) > 0       # D_CT's real batches include unlabelled CT
     assert to_predictor and sum(to_predictor) == 0
+
+
+def test_balancing_weights_make_uniform_draws_count_as_class_balanced_ones():
+    labels = torch.tensor([0, 0, 0, 2, 0, 2, 0, 0])             # class 1 absent, 2 is rare
+    slices = SliceSet(torch.zeros(8, 1, 4, 4), labels, torch.zeros(8, dtype=torch.long), [])
+    weights = balancing_weights(slices)
+    assert weights[1] == 0
+    per_class = [float(weights[labels][labels == k].sum()) / len(labels) for k in (0, 2)]
+    assert per_class == pytest.approx([0.5, 0.5])              # each present class counts 1/K
+    outputs, targets = torch.randn(8, 3), labels
+    weighted = task_loss(outputs, targets, "classification", weights=weights[targets])
+    plain = torch.nn.functional.cross_entropy(outputs, targets, reduction="none")
+    assert weighted.item() == pytest.approx(0.5 * plain[labels == 0].mean().item() + 0.5 * plain[labels == 2].mean().item())
+
+
+def test_with_unlabelled_ct_the_translator_draws_source_at_its_natural_class_frequency(cohort_with_unlabelled_ct,
+                                                                                      cohort):
+    lesion = cohort.label_names.index("lesion")
+    natural = float((cohort.source_train.labels == lesion).float().mean())
+    assert natural < 0.4                                         # else the test could not tell the two apart
+    for data, expected in ((cohort, 0.5), (cohort_with_unlabelled_ct, natural)):
+        trainer = trainer_for(data)
+        _, labels = trainer.translator_source_sampler.sample(4000, "cpu")
+        assert float((labels == lesion).float().mean()) == pytest.approx(expected, abs=0.03)
+    assert trainer.source_class_weights is not None and trainer_for(cohort).source_class_weights is None
+    _, labels = trainer.source_sampler.sample(4000, "cpu")       # naive's untranslated batches stay balanced
+    assert float((labels == lesion).float().mean()) == pytest.approx(0.5, abs=0.03)
 
 
 def test_unlabelled_ct_changes_nothing_for_methods_without_a_translator(cohort_with_unlabelled_ct, cohort):

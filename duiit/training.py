@@ -111,6 +111,14 @@ def learning_rate_factor(iteration: int, total: int) -> float:
     return 1.0 if iteration <= half else max(0.0, 1.0 - (iteration - half) / (half + 1))
 
 
+def balancing_weights(slices: SliceSet) -> torch.Tensor:
+    """Per-class loss weights for uniform draws from `slices`: weight x loss then has the expectation of the
+    class-balanced mean (each present class counts 1/K), as if the draws had been class-balanced."""
+    counts = torch.bincount(slices.labels).float()
+    present = int((counts > 0).sum())
+    return torch.where(counts > 0, len(slices) / (present * counts.clamp(min=1.0)), torch.zeros_like(counts))
+
+
 class BatchSampler:
     """Random batches from a slice set with an explicit RNG; class-balanced if `balanced` (classification)."""
 
@@ -201,8 +209,16 @@ class Trainer:
         # Unlabelled target images teach the translator the target modality; without them it sees the labelled
         # batch (and draws nothing more, so such runs are unchanged).
         self.translator_target_sampler = None
+        self.translator_source_sampler = self.source_sampler
+        self.source_class_weights = None
         if self.uses_translator and cohort.has_unlabelled_target:
             self.translator_target_sampler = BatchSampler(cohort.translator_target, False, self.rng)
+            # Unlabelled target images come at their natural class frequency, so the source images the GAN
+            # matches them with do too (class-balanced source against uniform target gave a higher paired MAE:
+            # benchmark runs 65/72 against 80/81); C's losses on those slices are weighted back to balance.
+            self.translator_source_sampler = BatchSampler(cohort.source_train, False, self.rng)
+            if self.balanced:
+                self.source_class_weights = balancing_weights(cohort.source_train).to(device)
         self.pools = {"target": ImagePool(options.pool_size, self.rng), "source": ImagePool(options.pool_size, self.rng)}
         self.translated_source = None  # cyclegan's second stage: G(source), computed once
         self.guide_labels = guide_labels(options, cohort.label_names)
@@ -225,8 +241,9 @@ class Trainer:
 
     # -- one step of each kind -------------------------------------------------------------------
 
-    def generator_loss(self, source, target, source_labels, weight: float):
-        """G/F loss; with weight > 0 it includes C's task loss on G(source), whose gradient reaches G."""
+    def generator_loss(self, source, target, source_labels, weight: float, source_weights=None):
+        """G/F loss; with weight > 0 it includes C's task loss on G(source), whose gradient reaches G
+        (per slice weighted by source_weights if given)."""
         o = self.options
         with autocast(self.device):
             out = self._ddp("translator")(source, target, identity=o.lambda_identity > 0)
@@ -240,24 +257,27 @@ class Trainer:
                                      + F.l1_loss(out["idt_source"].float(), source))
                 total = total + o.lambda_cycle * o.lambda_identity * parts["identity"]
             if weight > 0:
-                parts["task_g"] = self.guidance_loss(out["fake_target"], source_labels)
+                parts["task_g"] = self.guidance_loss(out["fake_target"], source_labels, source_weights)
                 total = total + weight * parts["task_g"]
         return total, parts, out
 
-    def guidance_loss(self, fake_target, source_labels):
+    def guidance_loss(self, fake_target, source_labels, source_weights=None):
         """C's task loss on G(source) for G: on the slices of the guiding classes only, if they are chosen."""
         if self.guide_labels is not None:
             chosen = torch.isin(source_labels, self.guide_labels.to(source_labels.device))
             if not chosen.any():
                 return fake_target.float().sum().abs() * 0.0  # keeps the graph (DDP), no push on G, prints as 0
             fake_target, source_labels = fake_target[chosen], source_labels[chosen]
+            source_weights = None if source_weights is None else source_weights[chosen]
         guide = self.predictor if self.guide_predictor is None else self.guide_predictor
-        return task_loss(guide(fake_target), source_labels, self.options.task, self.options.task_floor)
+        return task_loss(guide(fake_target), source_labels, self.options.task, self.options.task_floor,
+                         source_weights)
 
     def joint_step(self, iteration: int, phase_length: int, with_predictor: bool) -> dict:
         o = self.options
         target, target_labels = self.target_sampler.sample(o.batch_size, self.device)
-        source, source_labels = self.source_sampler.sample(o.batch_size, self.device)
+        source, source_labels = self.translator_source_sampler.sample(o.batch_size, self.device)
+        source_weights = None if self.source_class_weights is None else self.source_class_weights[source_labels]
         source_labels = self._standardise(source_labels)
         target_labels = self._standardise(target_labels)
         weight = task_weight(o, iteration, phase_length) if with_predictor else 0.0
@@ -268,7 +288,7 @@ class Trainer:
         steered_by = (self.discriminators, self.predictor, self.guide_predictor)
         for module in steered_by:
             self._set_trainable(module, False)
-        total, parts, out = self.generator_loss(source, real_target, source_labels, weight)
+        total, parts, out = self.generator_loss(source, real_target, source_labels, weight, source_weights)
         self._update("translator", total)
         for module in steered_by:
             self._set_trainable(module, True)
@@ -276,7 +296,8 @@ class Trainer:
         losses = {k: v.item() for k, v in parts.items()}
         losses["task_weight"] = weight
         if with_predictor:
-            losses.update(self.predictor_step(target, target_labels, out["fake_target"].detach(), source_labels))
+            losses.update(self.predictor_step(target, target_labels, out["fake_target"].detach(), source_labels,
+                                              source_weights))
             if self.guide_predictor is not None:
                 losses["guide_task_real"] = self.predictor_step(target, target_labels, name="guide_predictor")[
                     "task_real"]
@@ -293,8 +314,10 @@ class Trainer:
         losses["discriminators"] = loss_d.item()
         return losses
 
-    def predictor_step(self, target, target_labels, extra=None, extra_labels=None, name="predictor") -> dict:
-        """C's loss: real target, plus b times the (translated or untranslated) source if given."""
+    def predictor_step(self, target, target_labels, extra=None, extra_labels=None, extra_weights=None,
+                       name="predictor") -> dict:
+        """C's loss: real target, plus b times the (translated or untranslated) source if given (per slice
+        weighted by extra_weights if given)."""
         o = self.options
         getattr(self, name).train()
         images = target if extra is None else torch.cat([target, extra])
@@ -305,7 +328,7 @@ class Trainer:
             loss = loss_real
             losses = {"task_real": loss_real.item()}
             if extra is not None:
-                loss_source = task_loss(outputs[n:], extra_labels, o.task)
+                loss_source = task_loss(outputs[n:], extra_labels, o.task, weights=extra_weights)
                 loss = loss + o.source_weight * loss_source
                 losses["task_source"] = loss_source.item()
         self._update(name, loss)
