@@ -14,7 +14,7 @@ def task_loss(outputs: torch.Tensor, labels: torch.Tensor, task: str, floor: flo
 
     floor > 0 (for the translator's guidance): each slice's loss counts only above the floor, so once C is
     confident on a translated slice G is no longer pushed to make it ever more conspicuous (a label
-    shortcut that real CT does not have). weights: per slice (see training.BatchSampler.balancing_weights)."""
+    shortcut that real CT does not have). weights: per slice (see training.balancing_weights)."""
     outputs = outputs.float()
     if task == "classification":
         per_slice = F.cross_entropy(outputs, labels, reduction="none")
