@@ -120,6 +120,13 @@ def test_class_with_no_cases(tmp_path):
     assert not (tmp_path / "m.duiit").exists()
 
 
+@pytest.mark.parametrize("option", ["--task-floor", "--lambda-structure"])
+def test_negative_loss_weights_are_refused(tmp_path, option):
+    out = tmp_path / "m.duiit"
+    assert_clean_error(train(manifest(tmp_path, good_rows(tmp_path)), out, option, "-1"), option, "0 or more")
+    assert not out.exists()
+
+
 def test_unwritable_outputs(tmp_path, trained_bundle):
     path = manifest(tmp_path, good_rows(tmp_path))
     (tmp_path / "blocker").write_text("a file, not a folder")

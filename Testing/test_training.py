@@ -12,6 +12,7 @@ from duiit.losses import task_loss
 from duiit.manifest import read_manifest
 from duiit.networks import NetworkConfig
 from duiit.phantom import write_phantom_cohort
+from duiit.structure import structure_loss
 from duiit.training import Trainer, TrainingOptions, balancing_weights, task_weight
 
 NETWORK = NetworkConfig(image_size=32, generator_width=8, generator_blocks=1, discriminator_width=8,
@@ -126,6 +127,22 @@ def test_a_target_trained_guide_predictor_steers_g_and_never_learns_from_g_of_so
     assert trainer_for(cohort, method="cyclegan", guide_predictor="target").guide_predictor is None
     with pytest.raises(DuiitError, match="guide predictor 'both'"):
         trainer_for(cohort, guide_predictor="both")
+
+
+def test_the_structure_loss_reaches_both_generators_only_when_weighted(cohort):
+    plain = trainer_for(cohort)
+    source, labels = plain.source_sampler.sample(2, "cpu")
+    target, _ = plain.target_sampler.sample(2, "cpu")
+    _, parts, _ = plain.generator_loss(source, target, labels, 0.0)
+    assert "structure" not in parts                            # off by default: runs as before
+    trainer = trainer_for(cohort, lambda_structure=5.0)
+    _, parts, out = trainer.generator_loss(source, target, labels, 0.0)
+    assert parts["structure"].item() == pytest.approx(
+        (structure_loss(source, out["fake_target"]) + structure_loss(target, out["fake_source"])).item(), rel=1e-5)
+    for generator in (trainer.translator.to_target, trainer.translator.to_source):
+        grads = torch.autograd.grad(parts["structure"], list(generator.parameters()), retain_graph=True,
+                                    allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
 def test_task_weight_is_zero_during_warm_up_then_ramps():

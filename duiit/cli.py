@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--lambda-task", type=float, default=1.0, help="weight of the predictor's loss in G's loss")
     p.add_argument("--warmup", type=float, default=0.2, help="fraction of iterations before guidance starts")
+    p.add_argument("--lambda-structure", type=float, default=0.0,
+                   help="weight of the MIND structure consistency loss of G and F (default 0: off)")
     p.add_argument("--no-guidance", action="store_true", help="ablation: detach G(source) before the predictor")
     p.add_argument("--task-floor", type=float, default=0.0,
                    help="count G's task loss per slice only above this (e.g. 0.2), so G stops exaggerating "
@@ -133,11 +135,13 @@ def cmd_train(args):
         raise DuiitError("--iterations, --batch-size and --checkpoint-every must be positive")
     if not args.task_floor >= 0:
         raise DuiitError(f"--task-floor {args.task_floor}: must be 0 or more")
+    if not args.lambda_structure >= 0:
+        raise DuiitError(f"--lambda-structure {args.lambda_structure}: must be 0 or more")
     options = TrainingOptions(method=args.method, task=args.task, source=args.source, target=args.target,
                               iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
                               lambda_task=args.lambda_task, warmup=args.warmup, guidance=not args.no_guidance,
                               task_floor=args.task_floor, guide_classes=args.guide_classes,
-                              guide_predictor=args.guide_predictor,
+                              guide_predictor=args.guide_predictor, lambda_structure=args.lambda_structure,
                               checkpoint_every=args.checkpoint_every, seed=args.seed)
     progress = Progress(json_lines=args.progress_json)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None

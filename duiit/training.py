@@ -27,6 +27,7 @@ from .losses import gan_loss, task_loss
 from .networks import (CycleTranslator, Discriminators, NetworkConfig, SlicePredictor, init_weights,
                        predictor_outputs)
 from .prediction import evaluate
+from .structure import structure_loss
 
 METHODS = ("duiit", "cyclegan", "naive", "target-only")
 # "joint": C, trained on real target and G(source), steers G (the paper). "target": a second C trained on
@@ -48,6 +49,7 @@ class TrainingOptions:
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5     # times lambda_cycle, as in CycleGAN
     lambda_task: float = 1.0         # weight of C's loss on G(source) in G's loss
+    lambda_structure: float = 0.0    # > 0: MIND structure consistency of G and F (structure.structure_loss)
     source_weight: float = 1.0       # b: weight of C's loss on (translated) source in C's loss
     warmup: float = 0.2              # fraction of the joint phase before guidance starts
     ramp: float = 0.2                # fraction over which the task weight rises to lambda_task
@@ -256,6 +258,10 @@ class Trainer:
                 parts["identity"] = (F.l1_loss(out["idt_target"].float(), target)
                                      + F.l1_loss(out["idt_source"].float(), source))
                 total = total + o.lambda_cycle * o.lambda_identity * parts["identity"]
+            if o.lambda_structure > 0:
+                parts["structure"] = (structure_loss(source, out["fake_target"])
+                                      + structure_loss(target, out["fake_source"]))
+                total = total + o.lambda_structure * parts["structure"]
             if weight > 0:
                 parts["task_g"] = self.guidance_loss(out["fake_target"], source_labels, source_weights)
                 total = total + weight * parts["task_g"]

@@ -246,7 +246,7 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
                               warmup=args.warmup, guidance=method != ABLATION, seed=seed,
                               source_weight=args.source_weight, task_floor=args.task_floor,
                               lambda_identity=args.lambda_identity, guide_classes=args.guide_classes,
-                              guide_predictor=args.guide_predictor,
+                              guide_predictor=args.guide_predictor, lambda_structure=args.lambda_structure,
                               checkpoint_every=10 ** 9)
     curve, paused = [], [0.0]
 
@@ -524,13 +524,14 @@ def _finite(value):
 
 
 def clean(value):
-    """JSON-safe: NaN/inf -> null."""
+    """JSON-safe: NaN/inf -> null; floats to 6 significant digits (far finer than any spread measured, and
+    the results file stays under the repository's size limit)."""
     if isinstance(value, dict):
         return {k: clean(v) for k, v in value.items() if not k.startswith("_")}
     if isinstance(value, (list, tuple)):
         return [clean(v) for v in value]
     if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
+        return float(f"{value:.6g}") if math.isfinite(value) else None
     if isinstance(value, np.integer):
         return int(value)
     return value
@@ -627,7 +628,8 @@ def _render_run(n: int, run: dict) -> list:
            f"batch {run['settings']['batch_size']}, network preset `small` at {run['settings']['image_size']} px, "
            f"lambda_task {run['settings']['lambda_task']}, warm-up {run['settings']['warmup']}, source weight b "
            f"{run['settings'].get('source_weight', 1.0)}, task floor {run['settings'].get('task_floor', 0.0)}, "
-           f"identity weight {run['settings'].get('lambda_identity', 0.5)}, guiding classes "
+           f"identity weight {run['settings'].get('lambda_identity', 0.5)}, structure weight "
+           f"{run['settings'].get('lambda_structure', 0.0)}, guiding classes "
            f"{run['settings'].get('guide_classes') or 'all'}, guiding predictor "
            f"{run['settings'].get('guide_predictor', 'joint')}, predictor width/depth "
            f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}, seeds "
@@ -786,6 +788,8 @@ def parse_args(argv=None):
                    help="which predictor steers G: joint (default) or target (trained on real CT only)")
     p.add_argument("--lambda-identity", type=float, default=0.5,
                    help="identity loss weight, times lambda_cycle (default 0.5, duiit.training's default)")
+    p.add_argument("--lambda-structure", type=float, default=0.0,
+                   help="weight of the MIND structure consistency loss of G and F (default 0: off)")
     p.add_argument("--task-floor", type=float, default=0.0,
                    help="G's task loss per slice counts only above this (0: the plain loss)")
     p.add_argument("--methods", default=",".join(BASE_METHODS),
@@ -912,6 +916,7 @@ def run(argv=None) -> dict:
                                "source_weight": args.source_weight, "task_floor": args.task_floor,
                                "lambda_identity": args.lambda_identity, "guide_classes": args.guide_classes,
                                "guide_predictor": args.guide_predictor,
+                               "lambda_structure": args.lambda_structure,
                                "methods": args.method_list + ([FRESH] if args.fresh_predictor else []),
                                "cohort_spec": spec, "cohort_seed": args.cohort_seed, "quick": args.quick},
                   "cohort": cohort_description(manifest, cohort), "records": []}
