@@ -26,11 +26,13 @@ def ct_volume():
     return head_cohort.load_real_volumes({"cranium_ct": path}, [head_cohort.SIMULATED_T1])[0]
 
 
-def test_check_pairs_are_the_benchmark_check_set(ct_volume, tmp_path):
+@pytest.mark.parametrize("grid", ["tiny", "small"])
+def test_check_pairs_are_the_benchmark_check_set(ct_volume, tmp_path, grid):
     manifest = head_cohort.build_cohort(tmp_path / "cohort", n_ct_patients=2, n_mr_patients=1, n_check=2, seed=0,
-                                        size="tiny", samples={}, real_volumes=[ct_volume, ct_volume])
+                                        size=grid, samples={}, real_volumes=[ct_volume, ct_volume])
     rows = list(csv.DictReader(open(manifest.parent / "check_manifest.csv")))
-    pairs = paired_reference.simulated_pairs(ct_volume, [head_cohort.case_rng(0, "CHECK", i) for i in range(2)])
+    pairs = paired_reference.simulated_pairs(ct_volume, [head_cohort.case_rng(0, "CHECK", i) for i in range(2)],
+                                             grid)
     for row, (mr_unit, _, hu, head) in zip(rows, pairs):
         read = lambda name: sitk.GetArrayFromImage(sitk.ReadImage(str(manifest.parent / row[name])))  # noqa: E731
         assert np.array_equal(read("paired_ct").astype(np.float32), hu)

@@ -8,7 +8,7 @@ with the real CT they were simulated from. Its translators learn unpaired. This 
 and the CT, on T1s simulated from other augmentations of the one real CT (3, as the benchmark's labelled CT
 patients), and reports the MAE on the benchmark's check set of cohort seed 0 (the same volumes: same random
 streams). The gap between this and an unpaired translator is what unpaired learning loses; this itself is
-what the network, grid (64 px, 4 mm) and steps allow. Same metric (duiit.fidelity.paired_fidelity, inside the
+what the network, grid (64 px, 4 mm; --grid small: 128 px, 2 mm) and steps allow. Same metric (duiit.fidelity.paired_fidelity, inside the
 head mask), Adam 2e-4 / beta1 0.5 and batch 4 as the benchmark.
 
 Writes OUT/paired_reference.json (every run kept, newest last) and OUT/paired_reference.md.
@@ -38,14 +38,14 @@ DEFAULT_OUT = ROOT / "Testing" / "benchmarks" / "results"
 TRAIN_ROLE = 7  # random streams of the training pairs, apart from head_cohort.case_rng's roles (1, 2, 3)
 
 
-def simulated_pairs(ct_volume, streams: list) -> list:
+def simulated_pairs(ct_volume, streams: list, grid: str = "tiny") -> list:
     """[(MR network units, CT network units, CT HU, head mask)], one augmentation per random stream, as
     build_cohort makes them."""
     from duiit import head_cohort
     from duiit.normalisation import normalise
     pairs = []
     for rng in streams:
-        case = head_cohort.simulated_mr_case(ct_volume, "tiny", rng, 0)
+        case = head_cohort.simulated_mr_case(ct_volume, grid, rng, 0)
         hu = case["image"].astype(np.float32)
         pairs.append((normalise(case["mr"], "MR")[0], normalise(hu, "CT")[0], hu, case["head"] > 0))
     return pairs
@@ -74,12 +74,15 @@ def run(args) -> dict:
     started, started_at = time.monotonic(), time.strftime("%Y-%m-%d %H:%M:%S")
     ct_volume = head_cohort.load_real_volumes({"cranium_ct": sample_data.fetch("cranium_ct", args.cache)},
                                               [head_cohort.SIMULATED_T1])[0]
-    train = simulated_pairs(ct_volume, [np.random.default_rng([0, TRAIN_ROLE, i]) for i in range(args.train_volumes)])
-    check = simulated_pairs(ct_volume, [head_cohort.case_rng(0, "CHECK", i) for i in range(args.check_volumes)])
-    # the tiny grid is 64 x 64 at 4 mm, the small preset's input: no resampling between grid and network
+    train = simulated_pairs(ct_volume, [np.random.default_rng([0, TRAIN_ROLE, i]) for i in range(args.train_volumes)],
+                            args.grid)
+    check = simulated_pairs(ct_volume, [head_cohort.case_rng(0, "CHECK", i) for i in range(args.check_volumes)],
+                            args.grid)
+    # the network's input is the grid's in-plane size (tiny: 64 px at 4 mm, the small preset's): no resampling
     mr = torch.from_numpy(np.concatenate([p[0] for p in train]))[:, None]
     ct = torch.from_numpy(np.concatenate([p[1] for p in train]))[:, None]
-    config = dataclasses.replace(PRESETS["small"], generator_width=args.width, generator_blocks=args.blocks)
+    config = dataclasses.replace(PRESETS["small"], generator_width=args.width, generator_blocks=args.blocks,
+                                 image_size=head_cohort.PRESETS[args.grid][0])
     generator = ResnetGenerator(config)
     init_weights(generator, torch.Generator().manual_seed(args.seed))
     optimiser = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -99,7 +102,7 @@ def run(args) -> dict:
                         for _, _, hu, head in check])
     return {"started": started_at, "command": "python -m Testing.benchmarks.paired_reference "
             + shlex.join(sys.argv[1:]), "machine": machine(), "wall_seconds": round(time.monotonic() - started, 1),
-            "settings": {"steps": args.steps, "generator_width": args.width, "generator_blocks": args.blocks,
+            "settings": {"grid": args.grid, "steps": args.steps, "generator_width": args.width, "generator_blocks": args.blocks,
                          "train_volumes": args.train_volumes, "train_slices": len(mr), "check_volumes": len(check),
                          "seed": args.seed, "quick": args.quick},
             "curve": curve, "final_check_mae_hu": curve[-1]["check_mae_hu"],
@@ -112,11 +115,11 @@ def render(runs: list) -> str:
            "real-image benchmark trained PAIRED (L1) on T1s SIMULATED from augmentations of the one real CT, scored "
            "on the benchmark's check set (cohort seed 0): the MAE the network and grid allow when the answer is "
            "given, against which the unpaired translators (results/real_images.md) are measured.", "",
-           "| run | started | generator width / blocks | steps | training volumes (slices) | check MAE HU by step | "
-           "final check MAE HU | 20 HU constant | wall s | command |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "| run | started | grid | generator width / blocks | steps | training volumes (slices) | check MAE HU by step | "
+           "final check MAE HU | 20 HU constant | wall s | command |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, r in enumerate(runs, 1):
         s = r["settings"]
-        out.append(f"| {n} | {r['started']} | {s['generator_width']} / {s['generator_blocks']} | {s['steps']} | "
+        out.append(f"| {n} | {r['started']} | {s.get('grid', 'tiny')} | {s['generator_width']} / {s['generator_blocks']} | {s['steps']} | "
                    f"{s['train_volumes']} ({s['train_slices']}) | "
                    + ", ".join(f"{c['step']}: {c['check_mae_hu']:.0f}" for c in r["curve"])
                    + f" | **{r['final_check_mae_hu']:.1f}** | {r['reference_constant_20hu_in_head_mae_hu']:.1f} | "
@@ -146,6 +149,8 @@ def parse_args(argv=None):
     p.add_argument("--every", type=int, default=250, help="check MAE every N steps")
     p.add_argument("--width", type=int, default=16, help="generator width (the small preset's: 16)")
     p.add_argument("--blocks", type=int, default=3, help="generator residual blocks (the small preset's: 3)")
+    p.add_argument("--grid", choices=("tiny", "small"), default="tiny",
+                   help="the cohort grid: tiny (64 px at 4 mm, 8 mm slices; the benchmark's) or small (128 px at 2 mm)")
     p.add_argument("--train-volumes", type=int, default=3)
     p.add_argument("--check-volumes", type=int, default=3, help="the benchmark's check set has 3")
     p.add_argument("--seed", type=int, default=0)
