@@ -120,10 +120,11 @@ def test_class_with_no_cases(tmp_path):
     assert not (tmp_path / "m.duiit").exists()
 
 
-@pytest.mark.parametrize("option", ["--task-floor", "--lambda-structure"])
-def test_negative_loss_weights_are_refused(tmp_path, option):
+@pytest.mark.parametrize("option, value", [("--task-floor", "-1"), ("--lambda-structure", "-1"),
+                                           ("--translator-ema", "-0.5"), ("--translator-ema", "1")])
+def test_out_of_range_training_weights_are_refused(tmp_path, option, value):
     out = tmp_path / "m.duiit"
-    assert_clean_error(train(manifest(tmp_path, good_rows(tmp_path)), out, option, "-1"), option, "0 or more")
+    assert_clean_error(train(manifest(tmp_path, good_rows(tmp_path)), out, option, value), option, "0 ", value)
     assert not out.exists()
 
 

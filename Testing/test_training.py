@@ -145,6 +145,28 @@ def test_the_structure_loss_reaches_both_generators_only_when_weighted(cohort):
         assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def test_the_translator_average_is_a_moving_average_of_g_and_f_and_what_translates(cohort):
+    def flat(module):
+        return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+    trainer = trainer_for(cohort, method="cyclegan", translator_ema=0.75)
+    expected = None
+    for iteration in range(1, 4):
+        trainer.joint_step(iteration, 6, with_predictor=False)
+        live = flat(trainer.translator)
+        expected = live if expected is None else 0.75 * expected + 0.25 * live
+    assert torch.allclose(flat(trainer.deployed_translator()), expected)
+    assert not torch.allclose(flat(trainer.translator), expected)
+    first = trainer.cohort.source_train.images[:1].float()
+    translated = trainer.translate_source().images[:1].float()
+    with torch.no_grad():
+        by_average = (translated - trainer.deployed_translator().to_target(first)).abs().max()
+        by_live = (translated - trainer.translator.to_target(first)).abs().max()
+    assert by_average < 1e-2 < by_live, (by_average, by_live)               # cyclegan's second stage uses it
+    plain = trainer_for(cohort, method="cyclegan")
+    assert plain.deployed_translator() is plain.translator and "translator_average" not in plain.state()["modules"]
+
+
 def test_task_weight_is_zero_during_warm_up_then_ramps():
     options = TrainingOptions(iterations=100, warmup=0.2, ramp=0.2, lambda_task=2.0)
     values = [task_weight(options, i, 100) for i in (1, 20, 30, 40, 100)]
@@ -167,15 +189,16 @@ def test_every_method_trains_and_evaluates_on_real_ct(cohort, method):
     assert all(c.modality == "CT" for c in cohort.target_val.cases)
 
 
-@pytest.mark.parametrize("data", ["cohort", "cohort_with_unlabelled_ct"])
-def test_resume_continues_to_the_same_weights(data, request, tmp_path):
+@pytest.mark.parametrize("data, options", [("cohort", {}), ("cohort_with_unlabelled_ct", {}),
+                                           ("cohort", {"translator_ema": 0.9})])
+def test_resume_continues_to_the_same_weights(data, options, request, tmp_path):
     cohort = request.getfixturevalue(data)
-    straight = trainer_for(cohort, tmp_path / "a", iterations=6)
+    straight = trainer_for(cohort, tmp_path / "a", iterations=6, **options)
     (tmp_path / "a").mkdir()
     straight.run()
 
     (tmp_path / "b").mkdir()
-    first = trainer_for(cohort, tmp_path / "b", iterations=6)
+    first = trainer_for(cohort, tmp_path / "b", iterations=6, **options)
     first.phases = [("joint", 6)]
     first.total_steps = 6
     # stop after the checkpoint at step 3, as a killed process would
@@ -192,9 +215,10 @@ def test_resume_continues_to_the_same_weights(data, request, tmp_path):
     first.joint_step = joint_step_then_die
     with pytest.raises(KeyboardInterrupt):
         first.run()
-    resumed = trainer_for(cohort, tmp_path / "b", iterations=6)
+    resumed = trainer_for(cohort, tmp_path / "b", iterations=6, **options)
     resumed.run(resume=True)
     assert resumed.step == 6
+    assert straight.state()["modules"].keys() == resumed.state()["modules"].keys()
     for a, b in zip(straight.state()["modules"].values(), resumed.state()["modules"].values()):
         for key in a:
             assert torch.equal(a[key], b[key]), key

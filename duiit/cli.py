@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=0.2, help="fraction of iterations before guidance starts")
     p.add_argument("--lambda-structure", type=float, default=0.0,
                    help="weight of the MIND structure consistency loss of G and F (default 0: off)")
+    p.add_argument("--translator-ema", type=float, default=0.0,
+                   help="keep a moving average of G/F's weights with this decay, e.g. 0.99, for the bundle "
+                        "(default 0: the last weights)")
     p.add_argument("--no-guidance", action="store_true", help="ablation: detach G(source) before the predictor")
     p.add_argument("--task-floor", type=float, default=0.0,
                    help="count G's task loss per slice only above this (e.g. 0.2), so G stops exaggerating "
@@ -137,12 +140,15 @@ def cmd_train(args):
         raise DuiitError(f"--task-floor {args.task_floor}: must be 0 or more")
     if not args.lambda_structure >= 0:
         raise DuiitError(f"--lambda-structure {args.lambda_structure}: must be 0 or more")
+    if not 0 <= args.translator_ema < 1:
+        raise DuiitError(f"--translator-ema {args.translator_ema}: must be 0 (off) or more, and below 1")
     options = TrainingOptions(method=args.method, task=args.task, source=args.source, target=args.target,
                               iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
                               lambda_task=args.lambda_task, warmup=args.warmup, guidance=not args.no_guidance,
                               task_floor=args.task_floor, guide_classes=args.guide_classes,
                               guide_predictor=args.guide_predictor, lambda_structure=args.lambda_structure,
-                              checkpoint_every=args.checkpoint_every, seed=args.seed)
+                              translator_ema=args.translator_ema, checkpoint_every=args.checkpoint_every,
+                              seed=args.seed)
     progress = Progress(json_lines=args.progress_json)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:

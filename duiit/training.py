@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cohort import Cohort, SliceSet
@@ -50,6 +51,7 @@ class TrainingOptions:
     lambda_identity: float = 0.5     # times lambda_cycle, as in CycleGAN
     lambda_task: float = 1.0         # weight of C's loss on G(source) in G's loss
     lambda_structure: float = 0.0    # > 0: MIND structure consistency of G and F (structure.structure_loss)
+    translator_ema: float = 0.0      # > 0: the bundle keeps a moving average of G/F's weights with this decay
     source_weight: float = 1.0       # b: weight of C's loss on (translated) source in C's loss
     warmup: float = 0.2              # fraction of the joint phase before guidance starts
     ramp: float = 0.2                # fraction over which the task weight rises to lambda_task
@@ -203,6 +205,12 @@ class Trainer:
         if guided:
             self.optimizers["guide_predictor"] = torch.optim.Adam(self.guide_predictor.parameters(), options.lr,
                                                                   betas=betas)
+        # A GAN's generator swings from step to step; an exponential moving average of its weights (made after
+        # the initialisation, so it draws no random numbers) is steadier, and is what translates for the bundle.
+        self.translator_average = None
+        if self.uses_translator and options.translator_ema > 0:
+            self.translator_average = AveragedModel(self.translator,
+                                                    multi_avg_fn=get_ema_multi_avg_fn(options.translator_ema))
         # Each process draws its own batches; the seed makes a run (and its resume) reproducible.
         self.rng = torch.Generator().manual_seed(options.seed * 1000 + self.context.rank + 1)
         self.balanced = options.task == "classification"
@@ -230,6 +238,12 @@ class Trainer:
         """The networks this method trains, by name (in a fixed order: their initialisation draws in turn)."""
         named = {n: getattr(self, n) for n in ("translator", "discriminators", "predictor", "guide_predictor")}
         return {n: m for n, m in named.items() if m is not None}
+
+    def deployed_translator(self):
+        """The translator a bundle keeps and cyclegan's second stage uses: G/F, or their moving average."""
+        if self.translator_average is not None:
+            return self.translator_average.module
+        return unwrap(self.translator)
 
     @property
     def uses_translator(self) -> bool:
@@ -296,6 +310,8 @@ class Trainer:
             self._set_trainable(module, False)
         total, parts, out = self.generator_loss(source, real_target, source_labels, weight, source_weights)
         self._update("translator", total)
+        if self.translator_average is not None:
+            self.translator_average.update_parameters(self.translator)
         for module in steered_by:
             self._set_trainable(module, True)
 
@@ -380,7 +396,7 @@ class Trainer:
     @torch.inference_mode()
     def translate_source(self) -> SliceSet:
         """G(source) for the whole source training set (cyclegan's second stage)."""
-        translator = unwrap(self.translator).eval()
+        translator = self.deployed_translator().eval()
         images = []
         for start in range(0, len(self.cohort.source_train), 64):
             batch = self.cohort.source_train.images[start:start + 64].to(self.device, torch.float32)
@@ -445,6 +461,8 @@ class Trainer:
     def state(self) -> dict:
         """Everything but the sampling state, which `save` gathers from every process."""
         modules = {n: unwrap(m).state_dict() for n, m in self.modules().items()}
+        if self.translator_average is not None:
+            modules["translator_average"] = self.translator_average.state_dict()
         return {"options": self.options.fingerprint(), "network": self.network.to_dict(), "step": self.step,
                 "modules": modules, "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "history": self.history, "time": time.time()}

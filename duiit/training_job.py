@@ -47,7 +47,7 @@ def run_training(manifest, output, options: TrainingOptions, network: NetworkCon
                                    context.world_size)
             modules = {"predictor": unwrap(trainer.predictor)}
             if trainer.translator is not None:
-                modules["translator"] = unwrap(trainer.translator)
+                modules["translator"] = trainer.deployed_translator()
             save_bundle(output, header, modules)
             result["metrics"] = metrics
             if report_dir:

@@ -247,7 +247,7 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
                               source_weight=args.source_weight, task_floor=args.task_floor,
                               lambda_identity=args.lambda_identity, guide_classes=args.guide_classes,
                               guide_predictor=args.guide_predictor, lambda_structure=args.lambda_structure,
-                              checkpoint_every=10 ** 9)
+                              translator_ema=args.translator_ema, checkpoint_every=10 ** 9)
     curve, paused = [], [0.0]
 
     def fidelity_curve(phase, iteration, total):
@@ -279,10 +279,10 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
         bundle = work / "bundles" / f"{method}-seed{seed}.duiit"
         header = bundle_header(cohort, options, network, {"test": record["test"]}, trainer, seconds, 1)
         header["method"] = method
-        save_bundle(bundle, header, {"predictor": predictor, "translator": unwrap(trainer.translator)})
+        save_bundle(bundle, header, {"predictor": predictor, "translator": trainer.deployed_translator()})
         record["bundle"] = str(bundle)
         if method == "duiit" and args.fresh_predictor:
-            record["_translator_state"] = {k: v.clone() for k, v in unwrap(trainer.translator).state_dict().items()}
+            record["_translator_state"] = {k: v.clone() for k, v in trainer.deployed_translator().state_dict().items()}
     return record
 
 
@@ -443,7 +443,7 @@ def memory_bundle(trainer, options, network):
               "method": options.method, "regression_scale": list(trainer.regression_scale),
               "network": network.to_dict(), "normalisation": {"target": fit_normalisation(np.zeros(1), "CT")}}
     tensors = {f"{prefix}.{k}": v.detach().cpu().clone()
-               for prefix, module in (("translator", unwrap(trainer.translator)),
+               for prefix, module in (("translator", trainer.deployed_translator()),
                                       ("predictor", unwrap(trainer.predictor)))
                for k, v in module.state_dict().items()}
     return Bundle(Path("<in memory>"), header, tensors)
@@ -629,7 +629,8 @@ def _render_run(n: int, run: dict) -> list:
            f"lambda_task {run['settings']['lambda_task']}, warm-up {run['settings']['warmup']}, source weight b "
            f"{run['settings'].get('source_weight', 1.0)}, task floor {run['settings'].get('task_floor', 0.0)}, "
            f"identity weight {run['settings'].get('lambda_identity', 0.5)}, structure weight "
-           f"{run['settings'].get('lambda_structure', 0.0)}, guiding classes "
+           f"{run['settings'].get('lambda_structure', 0.0)}, translator EMA decay "
+           f"{run['settings'].get('translator_ema', 0.0)}, guiding classes "
            f"{run['settings'].get('guide_classes') or 'all'}, guiding predictor "
            f"{run['settings'].get('guide_predictor', 'joint')}, predictor width/depth "
            f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}, seeds "
@@ -790,6 +791,8 @@ def parse_args(argv=None):
                    help="identity loss weight, times lambda_cycle (default 0.5, duiit.training's default)")
     p.add_argument("--lambda-structure", type=float, default=0.0,
                    help="weight of the MIND structure consistency loss of G and F (default 0: off)")
+    p.add_argument("--translator-ema", type=float, default=0.0,
+                   help="decay of the moving average of G/F's weights that the bundle keeps (default 0: off)")
     p.add_argument("--task-floor", type=float, default=0.0,
                    help="G's task loss per slice counts only above this (0: the plain loss)")
     p.add_argument("--methods", default=",".join(BASE_METHODS),
@@ -916,7 +919,7 @@ def run(argv=None) -> dict:
                                "source_weight": args.source_weight, "task_floor": args.task_floor,
                                "lambda_identity": args.lambda_identity, "guide_classes": args.guide_classes,
                                "guide_predictor": args.guide_predictor,
-                               "lambda_structure": args.lambda_structure,
+                               "lambda_structure": args.lambda_structure, "translator_ema": args.translator_ema,
                                "methods": args.method_list + ([FRESH] if args.fresh_predictor else []),
                                "cohort_spec": spec, "cohort_seed": args.cohort_seed, "quick": args.quick},
                   "cohort": cohort_description(manifest, cohort), "records": []}
