@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cohort import Cohort, SliceSet
@@ -123,6 +123,17 @@ def balancing_weights(slices: SliceSet) -> torch.Tensor:
     return torch.where(counts > 0, len(slices) / (present * counts.clamp(min=1.0)), torch.zeros_like(counts))
 
 
+def moving_average(decay: float):
+    """AveragedModel's update for an exponential moving average whose decay is 1 - 1/n over the first n updates
+    (until it reaches `decay`): the plain mean of the weights so far until the window is full, so a run
+    shorter than the window is not dominated by its first weights."""
+    def update(averaged: list, current: list, updates_before):
+        weight_of_past = min(decay, 1.0 - 1.0 / (float(updates_before) + 1.0))
+        for average, value in zip(averaged, current):
+            average.lerp_(value, 1.0 - weight_of_past)
+    return update
+
+
 class BatchSampler:
     """Random batches from a slice set with an explicit RNG; class-balanced if `balanced` (classification)."""
 
@@ -210,7 +221,7 @@ class Trainer:
         self.translator_average = None
         if self.uses_translator and options.translator_ema > 0:
             self.translator_average = AveragedModel(self.translator,
-                                                    multi_avg_fn=get_ema_multi_avg_fn(options.translator_ema))
+                                                    multi_avg_fn=moving_average(options.translator_ema))
         # Each process draws its own batches; the seed makes a run (and its resume) reproducible.
         self.rng = torch.Generator().manual_seed(options.seed * 1000 + self.context.rank + 1)
         self.balanced = options.task == "classification"
