@@ -164,7 +164,7 @@ def test_the_translator_average_is_a_moving_average_of_g_and_f_and_what_translat
         by_average = (translated - trainer.deployed_translator().to_target(first)).abs().max()
         by_live = (translated - trainer.translator.to_target(first)).abs().max()
     assert by_average < 1e-2 < by_live, (by_average, by_live)               # cyclegan's second stage uses it
-    plain = trainer_for(cohort, method="cyclegan")
+    plain = trainer_for(cohort, method="cyclegan", translator_ema=0.0)
     assert plain.deployed_translator() is plain.translator and "translator_average" not in plain.state()["modules"]
 
 
@@ -247,6 +247,20 @@ def test_a_checkpoint_from_before_an_option_resumes_with_its_default(cohort, tmp
         load_checkpoint(trainer.checkpoint_path, resumed.options.fingerprint())
     resumed.run(resume=True)
     assert resumed.step == 6
+
+
+def test_a_checkpoint_without_the_translator_average_starts_it_from_the_resumed_weights(cohort, tmp_path):
+    trainer = trainer_for(cohort, tmp_path, method="cyclegan", iterations=3)
+    trainer.phases, trainer.total_steps = [("translator", 3)], 3    # stops with the checkpoint at step 3
+    trainer.run()
+    state = torch.load(trainer.checkpoint_path, weights_only=True)
+    del state["options"]["translator_ema"], state["modules"]["translator_average"]  # as written before it existed
+    torch.save(state, trainer.checkpoint_path)
+    resumed = trainer_for(cohort, tmp_path, method="cyclegan", iterations=3)
+    resumed.run(resume=True)                                         # the predictor phase: G/F no longer move
+    assert resumed.step == 6
+    for name, value in resumed.deployed_translator().state_dict().items():
+        assert torch.equal(value, resumed.translator.state_dict()[name]), name
 
 
 def test_unlabelled_ct_is_kept_apart_from_the_labelled_sets(cohort_with_unlabelled_ct, cohort):

@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=float, default=0.2, help="fraction of iterations before guidance starts")
     p.add_argument("--lambda-structure", type=float, default=0.0,
                    help="weight of the MIND structure consistency loss of G and F (default 0: off)")
-    p.add_argument("--translator-ema", type=float, default=0.0,
-                   help="keep a moving average of G/F's weights with this decay, e.g. 0.99, for the bundle "
-                        "(default 0: the last weights)")
+    p.add_argument("--translator-ema", type=float, default=0.99,
+                   help="decay of the moving average of G/F's weights that the bundle keeps (default 0.99; "
+                        "0: the last weights)")
     p.add_argument("--no-guidance", action="store_true", help="ablation: detach G(source) before the predictor")
     p.add_argument("--task-floor", type=float, default=0.0,
                    help="count G's task loss per slice only above this (e.g. 0.2), so G stops exaggerating "

@@ -51,7 +51,7 @@ class TrainingOptions:
     lambda_identity: float = 0.5     # times lambda_cycle, as in CycleGAN
     lambda_task: float = 1.0         # weight of C's loss on G(source) in G's loss
     lambda_structure: float = 0.0    # > 0: MIND structure consistency of G and F (structure.structure_loss)
-    translator_ema: float = 0.0      # > 0: the bundle keeps a moving average of G/F's weights with this decay
+    translator_ema: float = 0.99     # > 0: the bundle keeps a moving average of G/F's weights with this decay
     source_weight: float = 1.0       # b: weight of C's loss on (translated) source in C's loss
     warmup: float = 0.2              # fraction of the joint phase before guidance starts
     ramp: float = 0.2                # fraction over which the task weight rises to lambda_task
@@ -484,6 +484,8 @@ class Trainer:
                              "same --preset/--image-size or start afresh")
         for name, values in state["modules"].items():
             unwrap(getattr(self, name)).load_state_dict(values)
+        if self.translator_average is not None and "translator_average" not in state["modules"]:
+            self.translator_average.update_parameters(self.translator)  # older checkpoint: start from its weights
         for name, values in state["optimizers"].items():
             self.optimizers[name].load_state_dict(values)
         # each process resumes its own sampling; a process the checkpoint has none for (an earlier

@@ -293,7 +293,7 @@ def train_fresh(seed: int, translator_state: dict, args, cohort, network, device
     from duiit.training import Trainer, TrainingOptions
     options = TrainingOptions(method="cyclegan", task="classification", iterations=args.iterations,
                               batch_size=args.batch_size, seed=seed, source_weight=args.source_weight,
-                              checkpoint_every=10 ** 9)
+                              translator_ema=0.0, checkpoint_every=10 ** 9)  # the translator given is the one kept
     trainer = Trainer(cohort, options, network, device, progress=StepLog(f"{FRESH}/seed{seed}", args.log_every))
     unwrap(trainer.translator).load_state_dict(translator_state)
     trainer.step = args.iterations  # the translator phase counts as done: run() goes to the predictor phase
@@ -791,8 +791,9 @@ def parse_args(argv=None):
                    help="identity loss weight, times lambda_cycle (default 0.5, duiit.training's default)")
     p.add_argument("--lambda-structure", type=float, default=0.0,
                    help="weight of the MIND structure consistency loss of G and F (default 0: off)")
-    p.add_argument("--translator-ema", type=float, default=0.0,
-                   help="decay of the moving average of G/F's weights that the bundle keeps (default 0: off)")
+    p.add_argument("--translator-ema", type=float, default=0.99,
+                   help="decay of the moving average of G/F's weights that the bundle keeps (default 0.99, "
+                        "duiit.training's default; 0: the last weights)")
     p.add_argument("--task-floor", type=float, default=0.0,
                    help="G's task loss per slice counts only above this (0: the plain loss)")
     p.add_argument("--methods", default=",".join(BASE_METHODS),
