@@ -163,7 +163,7 @@ def test_the_translator_average_is_a_moving_average_of_g_and_f_and_what_translat
     with torch.no_grad():
         by_average = (translated - trainer.deployed_translator().to_target(first)).abs().max()
         by_live = (translated - trainer.translator.to_target(first)).abs().max()
-    assert by_average < 1e-2 < by_live, (by_average, by_live)               # cyclegan's second stage uses it
+    assert by_average < 1e-2 < by_live, (by_average, by_live)  # cyclegan's second stage translates with it
     plain = trainer_for(cohort, method="cyclegan", translator_ema=0.0)
     assert plain.deployed_translator() is plain.translator and "translator_average" not in plain.state()["modules"]
 

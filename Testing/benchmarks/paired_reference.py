@@ -8,8 +8,8 @@ with the real CT they were simulated from. Its translators learn unpaired. This 
 and the CT, on T1s simulated from other augmentations of the one real CT (3, as the benchmark's labelled CT
 patients), and reports the MAE on the benchmark's check set of cohort seed 0 (the same volumes: same random
 streams). The gap between this and an unpaired translator is what unpaired learning loses; this itself is
-what the network, grid (64 px, 4 mm; --grid small: 128 px, 2 mm) and steps allow. Same metric (duiit.fidelity.paired_fidelity, inside the
-head mask), Adam 2e-4 / beta1 0.5 and batch 4 as the benchmark.
+what the network, grid (64 px, 4 mm; --grid small: 128 px, 2 mm) and steps allow. Same metric
+(duiit.fidelity.paired_fidelity, inside the head mask), Adam 2e-4 / beta1 0.5 and batch 4 as the benchmark.
 
 Writes OUT/paired_reference.json (every run kept, newest last) and OUT/paired_reference.md.
 """
@@ -102,7 +102,8 @@ def run(args) -> dict:
                         for _, _, hu, head in check])
     return {"started": started_at, "command": "python -m Testing.benchmarks.paired_reference "
             + shlex.join(sys.argv[1:]), "machine": machine(), "wall_seconds": round(time.monotonic() - started, 1),
-            "settings": {"grid": args.grid, "steps": args.steps, "generator_width": args.width, "generator_blocks": args.blocks,
+            "settings": {"grid": args.grid, "steps": args.steps, "generator_width": args.width,
+                         "generator_blocks": args.blocks,
                          "train_volumes": args.train_volumes, "train_slices": len(mr), "check_volumes": len(check),
                          "seed": args.seed, "quick": args.quick},
             "curve": curve, "final_check_mae_hu": curve[-1]["check_mae_hu"],
@@ -115,11 +116,12 @@ def render(runs: list) -> str:
            "real-image benchmark trained PAIRED (L1) on T1s SIMULATED from augmentations of the one real CT, scored "
            "on the benchmark's check set (cohort seed 0): the MAE the network and grid allow when the answer is "
            "given, against which the unpaired translators (results/real_images.md) are measured.", "",
-           "| run | started | grid | generator width / blocks | steps | training volumes (slices) | check MAE HU by step | "
-           "final check MAE HU | 20 HU constant | wall s | command |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| run | started | grid | generator width / blocks | steps | training volumes (slices) | "
+           "check MAE HU by step | final check MAE HU | 20 HU constant | wall s | command |", "|---" * 11 + "|"]
     for n, r in enumerate(runs, 1):
         s = r["settings"]
-        out.append(f"| {n} | {r['started']} | {s.get('grid', 'tiny')} | {s['generator_width']} / {s['generator_blocks']} | {s['steps']} | "
+        out.append(f"| {n} | {r['started']} | {s.get('grid', 'tiny')} | {s['generator_width']} / "
+                   f"{s['generator_blocks']} | {s['steps']} | "
                    f"{s['train_volumes']} ({s['train_slices']}) | "
                    + ", ".join(f"{c['step']}: {c['check_mae_hu']:.0f}" for c in r["curve"])
                    + f" | **{r['final_check_mae_hu']:.1f}** | {r['reference_constant_20hu_in_head_mae_hu']:.1f} | "
