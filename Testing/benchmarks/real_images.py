@@ -633,7 +633,8 @@ def _render_run(n: int, run: dict) -> list:
            f"{run['settings'].get('translator_ema', 0.0)}, guiding classes "
            f"{run['settings'].get('guide_classes') or 'all'}, guiding predictor "
            f"{run['settings'].get('guide_predictor', 'joint')}, predictor width/depth "
-           f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}, seeds "
+           f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}, "
+           f"discriminator layers {run['settings']['network']['discriminator_layers']}, seeds "
            f"{run['settings']['seeds']}",
            f"- Cohort: {c['what']}.",
            "  " + "; ".join(c["caveats"]) + ".",
@@ -819,6 +820,8 @@ def parse_args(argv=None):
     p.add_argument("--source-weight", type=float, default=1.0, help="b: weight of C's loss on (translated) MR")
     p.add_argument("--predictor-width", type=int, help="predictor width (default: the small preset's)")
     p.add_argument("--predictor-depth", type=int, help="predictor conv stages (default: the small preset's)")
+    p.add_argument("--discriminator-layers", type=int,
+                   help="PatchGAN layers (default: the small preset's, 2: 34 px patches; 3: 70 px)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--image-size", type=int, help="network input size in pixels (default: the small preset's, 64)")
     p.add_argument("--cohort-size", choices=("tiny", "small", "full"),
@@ -903,7 +906,7 @@ def run(argv=None) -> dict:
             if args.build_cohort_only:
                 return {"built_cohort": str(manifest.parent), "summary": {}}
         network = NetworkConfig.from_dict(PRESETS["small"].to_dict())
-        for key in ("predictor_width", "predictor_depth", "image_size"):
+        for key in ("predictor_width", "predictor_depth", "discriminator_layers", "image_size"):
             if getattr(args, key):
                 setattr(network, key, getattr(args, key))
         cohort = load_cohort(read_manifest(manifest), "MR", "CT", "classification", network.image_size, 0)
