@@ -13,7 +13,6 @@ which the per-tissue MAE shows only as a large error in bone and in the soft tis
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -55,17 +54,12 @@ def edge_profile(mr: np.ndarray, translated_hu: np.ndarray, real_hu: np.ndarray,
 
 def check_set_profile(bundle_path: Path, cohort: Path, max_depth: int) -> list:
     """edge_profile over the cohort's check volumes, voxel-weighted."""
-    import SimpleITK as sitk
     from duiit.bundle import load_bundle
-    from duiit.translate import translate_volume
-    bundle = load_bundle(bundle_path)
-    rows_by_volume = []
-    for row in csv.DictReader(open(cohort / "check_manifest.csv")):
-        mr = sitk.ReadImage(str(cohort / row["path"]))
-        translated = sitk.GetArrayFromImage(translate_volume(bundle, mr, device="cpu").ct)
-        real = sitk.GetArrayFromImage(sitk.ReadImage(str(cohort / row["paired_ct"])))
-        head = sitk.GetArrayFromImage(sitk.ReadImage(str(cohort / row["head_mask"]))) > 0
-        rows_by_volume.append(edge_profile(sitk.GetArrayFromImage(mr), translated, real, head, max_depth))
+    from Testing.benchmarks.real_images import translated_check_set
+    if not (cohort / "check_manifest.csv").is_file():
+        raise SystemExit(f"edge_profile: {cohort} has no check_manifest.csv (not a benchmark cohort folder)")
+    rows_by_volume = [edge_profile(mr, translated, real, head, max_depth)
+                      for mr, translated, real, head in translated_check_set(load_bundle(bundle_path), cohort)]
     pooled = []
     for rows in zip(*rows_by_volume):
         voxels = sum(r["voxels"] for r in rows)

@@ -398,25 +398,32 @@ def oracle_intensity_map(pairs: list) -> list:
             for b, (_, ct, head) in zip(bins, pairs)]
 
 
-def paired_check(bundle, manifest: Path, device: str = "cpu") -> dict:
-    """Translated SIMULATED MR of the check set vs the real CT it was simulated from."""
+def translated_check_set(bundle, cohort: Path, device: str = "cpu"):
+    """For each check volume of the cohort folder (check_manifest.csv; none if it has no check set): its
+    SIMULATED MR, the bundle's translation of it (HU), the real CT it was simulated from, and the head mask."""
     import csv
 
     import SimpleITK as sitk
-    from duiit.fidelity import paired_fidelity
     from duiit.translate import translate_volume
-    root = manifest.parent
+    check_manifest = cohort / "check_manifest.csv"
+    if not check_manifest.is_file():
+        return
+    for row in csv.DictReader(open(check_manifest)):
+        mr = sitk.ReadImage(str(cohort / row["path"]))
+        hu = sitk.GetArrayFromImage(translate_volume(bundle, mr, device=device).ct)
+        yield (sitk.GetArrayFromImage(mr).astype(np.float32), hu, _read(cohort / row["paired_ct"]),
+               _read(cohort / row["head_mask"]) > 0)
+
+
+def paired_check(bundle, manifest: Path, device: str = "cpu") -> dict:
+    """Translated SIMULATED MR of the check set vs the real CT it was simulated from."""
+    from duiit.fidelity import paired_fidelity
     paired, constant, pairs = [], [], []
-    check_manifest = root / "check_manifest.csv"
-    if check_manifest.is_file():
-        for row in csv.DictReader(open(check_manifest)):
-            mr = sitk.ReadImage(str(root / row["path"]))
-            hu = sitk.GetArrayFromImage(translate_volume(bundle, mr, device=device).ct)
-            real_ct, head = _read(root / row["paired_ct"]), _read(root / row["head_mask"]) > 0
-            paired.append(paired_fidelity(hu, real_ct, head))
-            pairs.append((sitk.GetArrayFromImage(mr).astype(np.float32), real_ct, head))
-            # no-information reference: 20 HU (brain) everywhere inside the head mask, -1000 outside
-            constant.append(paired_fidelity(np.where(head, 20.0, -1000.0).astype(np.float32), real_ct, head))
+    for mr, hu, real_ct, head in translated_check_set(bundle, manifest.parent, device):
+        paired.append(paired_fidelity(hu, real_ct, head))
+        pairs.append((mr, real_ct, head))
+        # no-information reference: 20 HU (brain) everywhere inside the head mask, -1000 outside
+        constant.append(paired_fidelity(np.where(head, 20.0, -1000.0).astype(np.float32), real_ct, head))
     summary = {}
     if paired:
         summary = {k: float(np.mean([p[k] for p in paired])) for k in ("mae_hu", "psnr_db", "ssim")}
