@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .head_depth import head_depth
+
 
 @dataclass
 class NetworkConfig:
@@ -19,6 +21,9 @@ class NetworkConfig:
     discriminator_layers: int = 3   # 3 gives the 70x70 PatchGAN
     predictor_width: int = 32
     predictor_depth: int = 4        # conv stages, each halving the size
+    # >0: G/F (generator) or D (discriminator) also see the depth from the head's edge, in rings up to this
+    generator_head_depth: int = 0
+    discriminator_head_depth: int = 0
 
     def to_dict(self):
         return asdict(self)
@@ -38,6 +43,11 @@ PRESETS = {
 }
 
 
+def with_head_depth(images: torch.Tensor, rings: int) -> torch.Tensor:
+    """The images, with their depth from the head's edge as a second channel when rings > 0."""
+    return torch.cat([images, head_depth(images, rings)], 1) if rings else images
+
+
 class ResidualBlock(nn.Module):
     def __init__(self, width):
         super().__init__()
@@ -55,7 +65,9 @@ class ResnetGenerator(nn.Module):
     def __init__(self, config: NetworkConfig):
         super().__init__()
         width = config.generator_width
-        layers = [nn.ReflectionPad2d(3), nn.Conv2d(1, width, 7), nn.InstanceNorm2d(width), nn.ReLU(True)]
+        self.head_depth = config.generator_head_depth
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(2 if self.head_depth else 1, width, 7), nn.InstanceNorm2d(width),
+                  nn.ReLU(True)]
         for _ in range(config.generator_downsamplings):
             layers += [nn.Conv2d(width, width * 2, 3, stride=2, padding=1), nn.InstanceNorm2d(width * 2), nn.ReLU(True)]
             width *= 2
@@ -68,7 +80,7 @@ class ResnetGenerator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x):
-        return self.model(x)
+        return self.model(with_head_depth(x, self.head_depth))
 
 
 class PatchDiscriminator(nn.Module):
@@ -77,7 +89,8 @@ class PatchDiscriminator(nn.Module):
     def __init__(self, config: NetworkConfig):
         super().__init__()
         width = config.discriminator_width
-        layers = [nn.Conv2d(1, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        self.head_depth = config.discriminator_head_depth
+        layers = [nn.Conv2d(2 if self.head_depth else 1, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
         for n in range(1, config.discriminator_layers + 1):
             stride = 2 if n < config.discriminator_layers else 1
             out = config.discriminator_width * min(2 ** n, 8)
@@ -88,7 +101,7 @@ class PatchDiscriminator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x):
-        return self.model(x)
+        return self.model(with_head_depth(x, self.head_depth))
 
 
 class SlicePredictor(nn.Module):

@@ -1,0 +1,77 @@
+"""The depth from the head's edge: the same map whatever the modality's contrast, and networks that use it."""
+
+import torch
+
+from duiit.head_depth import head_depth, outside_head
+from duiit.networks import NetworkConfig, PatchDiscriminator, ResnetGenerator
+
+from conftest import TINY, run_cli
+from test_structure import head_like_slice, render
+
+AIR, SCALP, SKULL, BRAIN = 0, 1, 2, 3
+T1_LIKE = [-1.0, 0.8, -0.9, 0.0, -0.4]   # air, scalp, skull, brain, lesion in network units
+CT_LIKE = [-1.0, -0.5, 0.9, -0.45, -0.35]
+
+
+def test_a_dark_skull_inside_a_closed_scalp_is_inside_the_head():
+    tissue = head_like_slice()
+    outside = outside_head(render(tissue, T1_LIKE))[0, 0]
+    assert torch.equal(outside, tissue == AIR)
+
+
+def test_depth_counts_rings_from_the_edge_the_same_for_mr_and_ct_contrast():
+    tissue = head_like_slice()
+    t1_depth = head_depth(render(tissue, T1_LIKE), 6)[0, 0]
+    ct_depth = head_depth(render(tissue, CT_LIKE), 6)[0, 0]
+    assert torch.equal(t1_depth, ct_depth)
+    assert (t1_depth[tissue == AIR] == 0).all()
+    centre = tissue.shape[0] // 2
+    profile = t1_depth[centre, :centre + 1]           # from the left border to the centre
+    first = int((tissue[centre] != AIR).nonzero()[0])  # the outermost head pixel on that row
+    expected = torch.clamp(torch.arange(centre + 1) - first + 1, 0, 6) / 6
+    assert torch.allclose(profile, expected.float()), profile
+    assert torch.equal(t1_depth, head_depth(render(tissue, T1_LIKE), 6)[0, 0])  # no state between calls
+
+
+def test_an_open_scalp_lets_the_outside_into_a_dark_skull():
+    tissue = head_like_slice()
+    tissue[:, :tissue.shape[1] // 2 - 15][tissue[:, :tissue.shape[1] // 2 - 15] == SCALP] = AIR  # cut the scalp
+    outside = outside_head(render(tissue, T1_LIKE))[0, 0]
+    assert outside[tissue == SKULL].any() and not outside[tissue == BRAIN].any()
+
+
+def test_networks_with_the_depth_channel_take_one_image_and_give_one_image():
+    config = NetworkConfig(image_size=32, generator_width=4, generator_blocks=1, discriminator_width=4,
+                           discriminator_layers=2, generator_head_depth=5, discriminator_head_depth=5)
+    generator, discriminator = ResnetGenerator(config), PatchDiscriminator(config)
+    images = torch.rand(3, 1, 32, 32) * 2 - 1
+    assert generator(images).shape == images.shape
+    assert generator.model[1].in_channels == 2 and discriminator.model[0].in_channels == 2
+    plain = PatchDiscriminator(NetworkConfig(image_size=32, discriminator_width=4, discriminator_layers=2))
+    assert discriminator(images).shape == plain(images).shape
+
+
+def test_a_bundle_trained_with_the_depth_channel_translates_on_the_input_grid(mr_cohort, tmp_path):
+    import SimpleITK as sitk
+
+    from duiit.bundle import load_bundle
+    from duiit.translate import translate_volume
+    out = tmp_path / "model.duiit"
+    result = run_cli("train", "--manifest", mr_cohort, "--source", "MR", "--task", "classification",
+                     "--method", "cyclegan", "-o", out, "--iterations", "3", "--head-depth", "4", *TINY)
+    assert result.returncode == 0, result.stderr
+    bundle = load_bundle(out)
+    assert bundle.network.generator_head_depth == bundle.network.discriminator_head_depth == 4
+    assert bundle.translator().to_target.model[1].in_channels == 2
+    source = sitk.ReadImage(str(mr_cohort.parent / "mr_00.nii.gz"))
+    ct = translate_volume(bundle, source, device="cpu").ct
+    assert ct.GetSize() == source.GetSize() and ct.GetOrigin() == source.GetOrigin()
+    hu = sitk.GetArrayFromImage(ct)
+    assert -1024 <= hu.min() and hu.max() <= 3071 and hu.std() > 1
+
+
+def test_a_depth_beyond_its_range_is_refused(mr_cohort, tmp_path):
+    result = run_cli("train", "--manifest", mr_cohort, "--source", "MR", "--task", "classification",
+                     "-o", tmp_path / "model.duiit", "--head-depth", "-1", *TINY)
+    assert result.returncode != 0 and "--head-depth -1" in result.stderr
+    assert not (tmp_path / "model.duiit").exists()
