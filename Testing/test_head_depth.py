@@ -3,7 +3,7 @@
 import torch
 
 from duiit.head_depth import head_depth, outside_head
-from duiit.networks import NetworkConfig, PatchDiscriminator, ResnetGenerator
+from duiit.networks import NetworkConfig, PatchDiscriminator
 
 from conftest import TINY, run_cli
 from test_structure import head_like_slice, render
@@ -40,34 +40,37 @@ def test_an_open_scalp_lets_the_outside_into_a_dark_skull():
     assert outside[tissue == SKULL].any() and not outside[tissue == BRAIN].any()
 
 
-def test_networks_with_the_depth_channel_take_one_image_and_give_one_image():
-    config = NetworkConfig(image_size=32, generator_width=4, generator_blocks=1, discriminator_width=4,
-                           discriminator_layers=2, generator_head_depth=5, discriminator_head_depth=5)
-    generator, discriminator = ResnetGenerator(config), PatchDiscriminator(config)
+def test_a_discriminator_with_the_depth_channel_takes_one_image():
+    config = NetworkConfig(image_size=32, discriminator_width=4, discriminator_layers=2, discriminator_head_depth=5)
+    discriminator = PatchDiscriminator(config)
+    assert discriminator.model[0].in_channels == 2
     images = torch.rand(3, 1, 32, 32) * 2 - 1
-    assert generator(images).shape == images.shape
-    assert generator.model[1].in_channels == 2 and discriminator.model[0].in_channels == 2
     plain = PatchDiscriminator(NetworkConfig(image_size=32, discriminator_width=4, discriminator_layers=2))
     assert discriminator(images).shape == plain(images).shape
 
 
-def test_a_bundle_trained_with_the_depth_channel_translates_on_the_input_grid(mr_cohort, tmp_path):
+def test_training_with_and_without_the_depth_channel(mr_cohort, tmp_path):
+    """--head-depth reaches the discriminators (the checkpoint holds them); the bundle translates as before."""
     import SimpleITK as sitk
 
     from duiit.bundle import load_bundle
+    from duiit.checkpoint import load_checkpoint
     from duiit.translate import translate_volume
-    out = tmp_path / "model.duiit"
-    result = run_cli("train", "--manifest", mr_cohort, "--source", "MR", "--task", "classification",
-                     "--method", "cyclegan", "-o", out, "--iterations", "3", "--head-depth", "4", *TINY)
-    assert result.returncode == 0, result.stderr
-    bundle = load_bundle(out)
-    assert bundle.network.generator_head_depth == bundle.network.discriminator_head_depth == 4
-    assert bundle.translator().to_target.model[1].in_channels == 2
     source = sitk.ReadImage(str(mr_cohort.parent / "mr_00.nii.gz"))
-    ct = translate_volume(bundle, source, device="cpu").ct
-    assert ct.GetSize() == source.GetSize() and ct.GetOrigin() == source.GetOrigin()
-    hu = sitk.GetArrayFromImage(ct)
-    assert -1024 <= hu.min() and hu.max() <= 3071 and hu.std() > 1
+    for rings, channels in (("4", 2), ("0", 1)):
+        out = tmp_path / f"model{rings}.duiit"
+        result = run_cli("train", "--manifest", mr_cohort, "--source", "MR", "--task", "classification",
+                         "--method", "cyclegan", "-o", out, "--iterations", "3", "--checkpoint-every", "3",
+                         "--head-depth", rings, *TINY)
+        assert result.returncode == 0, result.stderr
+        bundle = load_bundle(out)
+        assert bundle.network.discriminator_head_depth == int(rings)
+        state = load_checkpoint(out.with_name(out.name + ".ckpt"), {})
+        assert state["modules"]["discriminators"]["target.model.0.weight"].shape[1] == channels
+        ct = translate_volume(bundle, source, device="cpu").ct
+        assert ct.GetSize() == source.GetSize() and ct.GetOrigin() == source.GetOrigin()
+        hu = sitk.GetArrayFromImage(ct)
+        assert -1024 <= hu.min() and hu.max() <= 3071 and hu.std() > 1
 
 
 def test_a_depth_beyond_its_range_is_refused(mr_cohort, tmp_path):

@@ -60,13 +60,20 @@ class Run:
                     return self.kill()
         return self.finish()
 
-    def kill_at(self, seconds):
+    def kill_at(self, seconds, at_most_checkpoints=2):
+        """SIGKILL `seconds` after start, or at the given checkpoint event if that comes first: on a machine
+        whose load changed since the first round's timing, a resumed run might otherwise finish first."""
         timer = threading.Timer(max(seconds - (time.monotonic() - self.started), 0), self.kill)
         timer.start()
+        seen = 0
         for line in self.process.stdout:
-            self.events.append(json.loads(line))
+            event = json.loads(line)
+            self.events.append(event)
+            seen += event["event"] == "checkpoint"
+            if seen == at_most_checkpoints:
+                break
         timer.cancel()
-        return self.finish()
+        return self.kill()
 
     def kill(self):
         if self.process.poll() is None:

@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator-width", type=int)
     p.add_argument("--generator-blocks", type=int)
     p.add_argument("--head-depth", type=int,
-                   help="G/F and the discriminators also see each pixel's depth from the head's outer edge, in "
-                        "rings of network pixels up to this many (0: off, the default)")
+                   help="the discriminators also see each pixel's depth from the head's outer edge, in rings of "
+                        "network pixels up to this many (default: the preset's, 10 for small, 0 (off) for "
+                        "reference)")
     p.add_argument("--iterations", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-4)
@@ -138,7 +139,7 @@ def cmd_train(args):
     if args.head_depth is not None:
         if not 0 <= args.head_depth <= 256:
             raise DuiitError(f"--head-depth {args.head_depth}: must be from 0 to 256 rings")
-        network.generator_head_depth = network.discriminator_head_depth = args.head_depth
+        network.discriminator_head_depth = args.head_depth
     if network.image_size < 16 or network.image_size % 4:
         raise DuiitError(f"--image-size {network.image_size}: must be a multiple of 4, at least 16")
     if args.iterations < 1 or args.batch_size < 1 or args.checkpoint_every < 1:

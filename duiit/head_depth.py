@@ -1,10 +1,12 @@
 """How deep each pixel lies inside the head, measured from the head's outer edge: an input channel for the
-translator's networks.
+discriminators.
 
 Why: on the real-image benchmark the unpaired translator drew the skull on the T1's bright scalp ring, one
-ring too far out, and a discriminator that sees 34 px patches accepts it (Testing/benchmarks/edge_profile.py).
-Where a ring lies from the edge is anatomy that MR and CT share, whatever their contrast. The map is computed
-from the image itself (no parameters, no gradient), so the networks' inputs and outputs stay one image.
+ring too far out, and a discriminator that sees 34 px patches of CT alone accepts it
+(Testing/benchmarks/edge_profile.py). Told how deep each pixel lies, it can tell a skull on the wrong ring
+from a real one (runs 107-119 of Testing/benchmarks/results/real_images.md); the generators gained nothing
+from the same channel. The map is computed from the image itself (no parameters, no gradient), so every
+network still takes one image.
 """
 
 import torch

@@ -21,9 +21,7 @@ class NetworkConfig:
     discriminator_layers: int = 3   # 3 gives the 70x70 PatchGAN
     predictor_width: int = 32
     predictor_depth: int = 4        # conv stages, each halving the size
-    # >0: G/F (generator) or D (discriminator) also see the depth from the head's edge, in rings up to this
-    generator_head_depth: int = 0
-    discriminator_head_depth: int = 0
+    discriminator_head_depth: int = 0  # >0: D also sees each pixel's depth from the head's edge, up to this
 
     def to_dict(self):
         return asdict(self)
@@ -38,14 +36,12 @@ PRESETS = {
     # CycleGAN reference: 9 blocks at 256 px.
     "reference": NetworkConfig(),
     # Small enough to train on a laptop CPU in minutes.
+    # D sees the depth from the head's edge in 4 mm rings up to 40 mm: the skull of a head MR -> CT translator
+    # then lands on the real skull's rings (Testing/benchmarks/results/real_images.md, runs 107-119).
     "small": NetworkConfig(image_size=64, generator_width=16, generator_blocks=3, discriminator_width=16,
-                           discriminator_layers=2, predictor_width=16, predictor_depth=3),
+                           discriminator_layers=2, predictor_width=16, predictor_depth=3,
+                           discriminator_head_depth=10),
 }
-
-
-def with_head_depth(images: torch.Tensor, rings: int) -> torch.Tensor:
-    """The images, with their depth from the head's edge as a second channel when rings > 0."""
-    return torch.cat([images, head_depth(images, rings)], 1) if rings else images
 
 
 class ResidualBlock(nn.Module):
@@ -65,9 +61,7 @@ class ResnetGenerator(nn.Module):
     def __init__(self, config: NetworkConfig):
         super().__init__()
         width = config.generator_width
-        self.head_depth = config.generator_head_depth
-        layers = [nn.ReflectionPad2d(3), nn.Conv2d(2 if self.head_depth else 1, width, 7), nn.InstanceNorm2d(width),
-                  nn.ReLU(True)]
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(1, width, 7), nn.InstanceNorm2d(width), nn.ReLU(True)]
         for _ in range(config.generator_downsamplings):
             layers += [nn.Conv2d(width, width * 2, 3, stride=2, padding=1), nn.InstanceNorm2d(width * 2), nn.ReLU(True)]
             width *= 2
@@ -80,11 +74,13 @@ class ResnetGenerator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x):
-        return self.model(with_head_depth(x, self.head_depth))
+        return self.model(x)
 
 
 class PatchDiscriminator(nn.Module):
-    """PatchGAN: a grid of real/fake scores, each seeing a 70x70 patch with 3 layers."""
+    """PatchGAN: a grid of real/fake scores, each seeing a 70x70 patch with 3 layers. With head_depth > 0 it
+    also sees how deep each pixel lies in the head (duiit/head_depth.py), so it can tell a skull drawn on
+    the wrong ring from a real one; it is computed from the image itself, so the input is still one image."""
 
     def __init__(self, config: NetworkConfig):
         super().__init__()
@@ -101,7 +97,9 @@ class PatchDiscriminator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x):
-        return self.model(with_head_depth(x, self.head_depth))
+        if self.head_depth:
+            x = torch.cat([x, head_depth(x, self.head_depth)], 1)
+        return self.model(x)
 
 
 class SlicePredictor(nn.Module):

@@ -481,7 +481,7 @@ class Trainer:
     def load_state(self, state: dict) -> None:
         if state["network"] != self.network.to_dict():
             raise DuiitError(f"{self.checkpoint_path}: made with another network configuration; resume with the "
-                             "same --preset/--image-size or start afresh")
+                             "same --preset/--image-size/--head-depth or start afresh")
         for name, values in state["modules"].items():
             unwrap(getattr(self, name)).load_state_dict(values)
         if self.translator_average is not None and "translator_average" not in state["modules"]:

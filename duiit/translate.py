@@ -38,7 +38,7 @@ from torch import nn
 from .bundle import Bundle
 from .device import resolve_device
 from .errors import DuiitError
-from .networks import ResnetGenerator, with_head_depth
+from .networks import ResnetGenerator
 from .normalisation import CT_HIGH_HU, CT_LOW_HU, fit_normalisation, hu_to_unit, unit_to_hu
 from .prediction import prediction_dict, run_predictor
 from .slices import (MIN_FOREGROUND_FRACTION, AxialLayout, SquareFit, foreground_fraction, in_plane_spacing,
@@ -126,14 +126,13 @@ class InferenceGenerator:
             head = [_OneOutputConv(m) if _OneOutputConv.suits(m) else m for m in head]
         self.body = nn.Sequential(*layers[:split]).to(device).eval()
         self.head = nn.Sequential(*head).to(device).eval()
-        self.device, self.fast, self.head_depth = device, fast, generator.head_depth
+        self.device, self.fast = device, fast
         if fast.channels_last:
             self.body = self.body.to(memory_format=torch.channels_last)
         if fast.compile:
             self.body = torch.compile(self.body, dynamic=False)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = with_head_depth(x, self.head_depth)
         if self.fast.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = self.fast.autocast_dtype

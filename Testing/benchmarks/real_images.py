@@ -643,9 +643,8 @@ def _render_run(n: int, run: dict) -> list:
            f"{run['settings'].get('guide_classes') or 'all'}, guiding predictor "
            f"{run['settings'].get('guide_predictor', 'joint')}, predictor width/depth "
            f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}, "
-           f"discriminator layers {run['settings']['network']['discriminator_layers']}, head depth rings G/D "
-           f"{run['settings']['network'].get('generator_head_depth', 0)}/"
-           f"{run['settings']['network'].get('discriminator_head_depth', 0)}, seeds "
+           f"discriminator layers {run['settings']['network']['discriminator_layers']}, head depth rings "
+           f"{_head_depth(run['settings']['network'])}, seeds "
            f"{run['settings']['seeds']}",
            f"- Cohort: {c['what']}.",
            "  " + "; ".join(c["caveats"]) + ".",
@@ -752,6 +751,12 @@ def _render_run(n: int, run: dict) -> list:
     return out
 
 
+def _head_depth(network: dict) -> str:
+    """The depth channel's rings as 'G/F x, D y' (runs 107-115 tried it in the generators too), or 0."""
+    generator, discriminator = network.get("generator_head_depth", 0), network.get("discriminator_head_depth", 0)
+    return f"G/F {generator}, D {discriminator}" if generator else str(discriminator)
+
+
 def _num(value):
     return "–" if value is None else f"{value:.3f}"
 
@@ -840,10 +845,9 @@ def parse_args(argv=None):
     p.add_argument("--predictor-depth", type=int, help="predictor conv stages (default: the small preset's)")
     p.add_argument("--discriminator-layers", type=int,
                    help="PatchGAN layers (default: the small preset's, 2: 34 px patches; 3: 70 px)")
-    p.add_argument("--generator-head-depth", type=int, default=0,
-                   help="G/F also see each pixel's depth from the head's edge, up to this many rings (default 0: off)")
-    p.add_argument("--discriminator-head-depth", type=int, default=0,
-                   help="the discriminators also see it (default 0: off)")
+    p.add_argument("--head-depth", type=int,
+                   help="rings of the depth from the head's edge that the discriminators see (default: the small "
+                        "preset's, 10; 0: off)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--image-size", type=int, help="network input size in pixels (default: the small preset's, 64)")
     p.add_argument("--cohort-size", choices=("tiny", "small", "full"),
@@ -928,10 +932,11 @@ def run(argv=None) -> dict:
             if args.build_cohort_only:
                 return {"built_cohort": str(manifest.parent), "summary": {}}
         network = NetworkConfig.from_dict(PRESETS["small"].to_dict())
-        for key in ("predictor_width", "predictor_depth", "discriminator_layers", "image_size",
-                    "generator_head_depth", "discriminator_head_depth"):
+        for key in ("predictor_width", "predictor_depth", "discriminator_layers", "image_size"):
             if getattr(args, key):
                 setattr(network, key, getattr(args, key))
+        if args.head_depth is not None:
+            network.discriminator_head_depth = args.head_depth
         cohort = load_cohort(read_manifest(manifest), "MR", "CT", "classification", network.image_size, 0)
         args.manifest_path = manifest
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
