@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generator-blocks", type=int)
     p.add_argument("--head-depth", type=int,
                    help="the discriminators also see each pixel's depth from the head's outer edge, in rings of "
-                        "network pixels up to this many (default: the preset's, 10 for small, 0 (off) for "
-                        "reference)")
+                        "network pixels up to this many (default 0: off; 10 at the small preset's 64 px: a "
+                        "truer translation, and on the benchmark a lower AUC for duiit's own predictor)")
     p.add_argument("--iterations", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--lr", type=float, default=2e-4)

@@ -36,11 +36,8 @@ PRESETS = {
     # CycleGAN reference: 9 blocks at 256 px.
     "reference": NetworkConfig(),
     # Small enough to train on a laptop CPU in minutes.
-    # D sees the depth from the head's edge in 4 mm rings up to 40 mm: the skull of a head MR -> CT translator
-    # then lands on the real skull's rings (Testing/benchmarks/results/real_images.md, runs 107-119).
     "small": NetworkConfig(image_size=64, generator_width=16, generator_blocks=3, discriminator_width=16,
-                           discriminator_layers=2, predictor_width=16, predictor_depth=3,
-                           discriminator_head_depth=10),
+                           discriminator_layers=2, predictor_width=16, predictor_depth=3),
 }
 
 
