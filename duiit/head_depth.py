@@ -22,10 +22,9 @@ def outside_head(images: torch.Tensor, threshold: float = HEAD_THRESHOLD_UNIT) -
     """The dark pixels connected to the image border: the air around the head. A dark ring inside the head
     (the skull on T1, CSF) is not reached from outside while the scalp around it is closed."""
     dark = images <= threshold
-    seed = torch.zeros_like(dark)
-    seed[..., 0, :], seed[..., -1, :], seed[..., :, 0], seed[..., :, -1] = (
-        dark[..., 0, :], dark[..., -1, :], dark[..., :, 0], dark[..., :, -1])
-    outside = seed
+    outside = torch.zeros_like(dark)  # starts as the dark pixels on the image border
+    outside[..., [0, -1], :] = dark[..., [0, -1], :]
+    outside[..., :, [0, -1]] = dark[..., :, [0, -1]]
     while True:  # flood fill: grows by one pixel a pass until it stops
         grown = (F.max_pool2d(outside.float(), 3, stride=1, padding=1) > 0) & dark
         if torch.equal(grown, outside):
