@@ -143,12 +143,17 @@ def test_protocol_helpers():
 def test_train_arguments_and_output_layout(tmp_path):
     from DUIITTrainLib.logic import TrainSettings, can_resume, export_arguments, report_page, train_arguments
 
+    from duiit.cli import build_parser
     from duiit.errors import DuiitError
     settings = TrainSettings(output_folder=str(tmp_path), source_modality="PT", task="regression",
                              method="cyclegan", iterations=50, image_size=64, device="cuda")
     args = train_arguments(settings)
     assert args[args.index("--source") + 1] == "PT" and args[args.index("-o") + 1] == str(tmp_path / "model.duiit")
     assert args[args.index("--method") + 1] == "cyclegan" and args[args.index("--image-size") + 1] == "64"
+    assert args[args.index("--head-depth") + 1] == "0"  # the panel's default: off
+    settings.head_depth = 10
+    parsed = build_parser().parse_args(["train", *train_arguments(settings)])  # what `duiit train` will read
+    assert (parsed.head_depth, parsed.method, parsed.image_size, parsed.source) == (10, "cyclegan", 64, "PT")
     assert "--resume" not in args and train_arguments(settings, resume=True)[-1] == "--resume"
     assert export_arguments(settings)[0] == str(settings.model)
     assert not can_resume(settings)
@@ -163,6 +168,8 @@ def test_train_arguments_and_output_layout(tmp_path):
         TrainSettings(output_folder=str(tmp_path), method="magic").check()
     with pytest.raises(DuiitError, match="output folder"):
         TrainSettings(output_folder=" ").check()
+    with pytest.raises(DuiitError, match="head depth 300"):
+        TrainSettings(output_folder=str(tmp_path), head_depth=300).check()
 
 
 def test_dependency_check_and_device_summary():

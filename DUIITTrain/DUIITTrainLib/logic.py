@@ -32,6 +32,7 @@ class TrainSettings:
     iterations: int = 2000
     image_size: int = 128
     preset: str = "small"
+    head_depth: int = 0  # rings of head depth the discriminators see (duiit train --head-depth; 0: off)
     device: str = "auto"
     extra_args: list = field(default_factory=list)
 
@@ -48,6 +49,8 @@ class TrainSettings:
             raise DuiitError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
         if int(self.iterations) < 1 or int(self.image_size) < 16:
             raise DuiitError("iterations must be at least 1 and the image size at least 16 px")
+        if not 0 <= int(self.head_depth) <= 256:
+            raise DuiitError(f"head depth {self.head_depth}: must be from 0 to 256 rings")
 
     # Where things go in the output folder.
     @property
@@ -196,6 +199,7 @@ def train_arguments(settings: TrainSettings, resume: bool = False) -> list:
         "--iterations", str(int(settings.iterations)),
         "--image-size", str(int(settings.image_size)),
         "--preset", settings.preset,
+        "--head-depth", str(int(settings.head_depth)),
         "--device", settings.device or "auto",
         "--report", str(settings.report),
         *[str(a) for a in settings.extra_args],
