@@ -5,6 +5,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,11 +35,13 @@ def run_torchrun(*args, processes=2, timeout=300):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    return subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr",
-         "127.0.0.1", "--master_port", str(port), *map(str, args)],
-        capture_output=True, text=True, encoding="utf-8", timeout=timeout, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    # torchrun leaves a log folder in the temporary folder: give it one that goes away afterwards.
+    with tempfile.TemporaryDirectory(prefix="duiit-torchrun-") as scratch:
+        return subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr",
+             "127.0.0.1", "--master_port", str(port), *map(str, args)],
+            capture_output=True, text=True, encoding="utf-8", timeout=timeout, cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TMPDIR": scratch})
 
 
 def run_cli(*args):

@@ -18,15 +18,25 @@ for module_dir in ("DUIITTrain", "DUIITTranslate"):
         sys.path.insert(0, str(ROOT / module_dir))
 
 
+_SLICER_HOME = None
+
+
+def _empty_slicer_home() -> Path:
+    """One folder per test process with an empty color-file folder: the built-in color tables suffice (this only
+    silences missing-folder messages). TemporaryDirectory removes it when the process ends."""
+    global _SLICER_HOME
+    if _SLICER_HOME is None:
+        _SLICER_HOME = tempfile.TemporaryDirectory(prefix="duiit-slicer-home-")
+        (Path(_SLICER_HOME.name) / "share" / "ColorFiles").mkdir(parents=True)
+    return Path(_SLICER_HOME.name)
+
+
 def new_scene():
     import slicer
     scene = slicer.vtkMRMLScene()
     app_logic = slicer.vtkSlicerApplicationLogic()
     app_logic.SetMRMLScene(scene)
-    # An empty color-file folder: the built-in color tables suffice (this only silences missing-folder messages).
-    home = Path(tempfile.mkdtemp(prefix="duiit-slicer-home-"))
-    (home / "share" / "ColorFiles").mkdir(parents=True)
-    app_logic.SetHomeDirectory(str(home))
+    app_logic.SetHomeDirectory(str(_empty_slicer_home()))
     app_logic.SetShareDirectory("share")
     colors = slicer.vtkSlicerColorLogic()
     colors.SetMRMLApplicationLogic(app_logic)
