@@ -1,9 +1,11 @@
 """The depth from the head's edge: the same map whatever the modality's contrast, and networks that use it."""
 
+import dataclasses
+
 import torch
 
 from duiit.head_depth import head_depth, outside_head
-from duiit.networks import NetworkConfig, PatchDiscriminator
+from duiit.networks import PRESETS, NetworkConfig, PatchDiscriminator
 
 from conftest import TINY, run_cli
 from test_structure import head_like_slice, render
@@ -41,12 +43,13 @@ def test_an_open_scalp_lets_the_outside_into_a_dark_skull():
 
 
 def test_a_discriminator_with_the_depth_channel_takes_one_image():
-    config = NetworkConfig(image_size=32, discriminator_width=4, discriminator_layers=2, discriminator_head_depth=5)
-    discriminator = PatchDiscriminator(config)
-    assert discriminator.model[0].in_channels == 2
-    images = torch.rand(3, 1, 32, 32) * 2 - 1
-    plain = PatchDiscriminator(NetworkConfig(image_size=32, discriminator_width=4, discriminator_layers=2))
-    assert discriminator(images).shape == plain(images).shape
+    tiny = NetworkConfig(image_size=32, discriminator_width=4, discriminator_layers=2)
+    for config in (tiny, PRESETS["small"], PRESETS["reference"]):
+        depth_config = dataclasses.replace(config, discriminator_head_depth=5)
+        discriminator = PatchDiscriminator(depth_config)
+        assert discriminator.model[0].in_channels == 2
+        images = torch.rand(2, 1, config.image_size, config.image_size) * 2 - 1
+        assert discriminator(images).shape == PatchDiscriminator(config)(images).shape, config
 
 
 def test_training_with_and_without_the_depth_channel(mr_cohort, tmp_path):
