@@ -73,7 +73,7 @@ class DUIITTrainParameterNode:
     iterations: Annotated[int, WithinRange(1, 1000000)] = 2000
     imageSize: Annotated[int, WithinRange(16, 1024)] = 128
     preset: Annotated[str, Choice(list(trainLib.PRESETS))] = "small"
-    headDepth: Annotated[int, WithinRange(0, 256)] = 0
+    headDepth: Annotated[int, WithinRange(0, trainLib.MAX_HEAD_DEPTH)] = 0
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     outputFolder: pathlib.Path
     seriesSelection: str = ""

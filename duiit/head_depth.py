@@ -5,8 +5,8 @@ Why: on the real-image benchmark the unpaired translator drew the skull on the T
 ring too far out, and a discriminator that sees 34 px patches of CT alone accepts it
 (Testing/benchmarks/edge_profile.py). Told how deep each pixel lies, it can tell a skull on the wrong ring
 from a real one (runs 107-129 of Testing/benchmarks/results/real_images.md: lower paired MAE on every seed,
-simulated and real T1s, but a lower AUC for DUIIT's joint predictor, so it is off unless asked for); the
-generators gained nothing from the same channel. The map is computed from the image itself (no parameters,
+simulated and real T1s, but a lower AUC for DUIIT's joint predictor: runs 132-139 show it takes away what the
+guidance adds, so it is off unless asked for); the generators gained nothing from the same channel. The map is computed from the image itself (no parameters,
 no gradient), so every network still takes one image.
 """
 

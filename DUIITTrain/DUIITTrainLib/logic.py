@@ -19,6 +19,7 @@ TRANSLATING_METHODS = ("duiit", "cyclegan")  # their translator learns from unla
 SOURCE_MODALITIES = ("MR", "PT")
 TARGET_MODALITIES = ("CT",)
 PRESETS = ("small", "reference")
+MAX_HEAD_DEPTH = 256  # duiit train --head-depth takes 0..256 rings
 MODEL_NAME = "model.duiit"
 
 
@@ -49,8 +50,8 @@ class TrainSettings:
             raise DuiitError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
         if int(self.iterations) < 1 or int(self.image_size) < 16:
             raise DuiitError("iterations must be at least 1 and the image size at least 16 px")
-        if not 0 <= int(self.head_depth) <= 256:
-            raise DuiitError(f"head depth {self.head_depth}: must be from 0 to 256 rings")
+        if not 0 <= int(self.head_depth) <= MAX_HEAD_DEPTH:
+            raise DuiitError(f"head depth {self.head_depth}: must be from 0 to {MAX_HEAD_DEPTH} rings")
 
     # Where things go in the output folder.
     @property
