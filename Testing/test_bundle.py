@@ -26,6 +26,11 @@ def test_header_has_what_a_user_needs(trained_bundle):
     assert header["source_modality"] == "MR" and header["target_modality"] == "CT"
     assert header["label_names"] == ["lesion", "none"]
     assert header["normalisation"]["target"]["method"] == "ct_hu_piecewise"
+    # the MR histogram standard learned from the training MR, and each of them mapped onto it
+    standard = header["normalisation"]["source"]["standard"]
+    assert len(standard["unit"]) == len(standard["percentiles"]) and standard["unit"] == sorted(standard["unit"])
+    mr = [c["normalisation"] for c in header["data_summary"]["cases"] if c["modality"] == "MR"]
+    assert mr and all(r["standardisation"]["to_unit"][1:-1] == standard["unit"] for r in mr)
     assert set(header["versions"]) >= {"duiit", "torch", "numpy", "SimpleITK"}
     bundle = load_bundle(trained_bundle)
     assert bundle.has_translator

@@ -7,7 +7,8 @@ import torch
 
 from dicom_factory import pet_tags, write_series
 from duiit.dicom_series import find_series
-from duiit.normalisation import apply_normalisation, fit_normalisation, hu_to_unit, normalise, unit_to_hu
+from duiit.normalisation import (apply_normalisation, apply_standardisation, fit_normalisation, hu_to_unit,
+                                  learn_standard, normalise, standardise_record, unit_to_hu)
 from duiit.suv import suv_factor
 from duiit.volume_io import read_volume
 
@@ -57,6 +58,54 @@ def test_mr_foreground_median_puts_the_brain_of_different_t1s_at_the_same_level(
     old = [apply_normalisation(mr, {"method": "percentile", "low": float(np.percentile(mr, 0.5)),
                                     "high": float(np.percentile(mr, 99.5))}) for mr in (bright_brain, dark_brain)]
     assert float(np.median(old[0][:, 20:28, 20:28]) - np.median(old[1][:, 20:28, 20:28])) > 0.3
+
+
+def _two_tissue_head(grey: float, white: float, fat: float, rng) -> np.ndarray:
+    """A T1-like head whose brain is two tissues (a grey ring around a white core) and a thin fat ring."""
+    z, y, x = np.mgrid[:12, :48, :48]
+    radius = np.hypot(y - 24, x - 24)
+    tissue = np.where(radius < 9, white, np.where(radius < 16, grey, np.where(radius < 18, fat, 5.0)))
+    return np.abs(tissue + rng.normal(0, 2, radius.shape)).astype(np.float32)
+
+
+def _tissue_levels(unit: np.ndarray) -> list:
+    """Median network unit of the white core, the grey ring and the fat ring."""
+    y, x = np.mgrid[:48, :48]
+    radius = np.hypot(y - 24, x - 24)
+    return [float(np.median(unit[:, ring])) for ring in (radius < 8, (radius > 10) & (radius < 15),
+                                                          (radius > 16.3) & (radius < 17.7))]
+
+
+def test_mr_standardisation_maps_different_t1_contrasts_onto_one_standard():
+    rng = np.random.default_rng(2)
+    # the same anatomy from two scanners: little grey/white contrast and dim fat; strong contrast and fat
+    # at over twice the brain (above the two-point map's top, where it would be clipped)
+    volumes = [_two_tissue_head(400.0, 440.0, 520.0, rng), _two_tissue_head(250.0, 400.0, 560.0, rng)]
+    records = [fit_normalisation(v, "MR") for v in volumes]
+    standard = learn_standard(records)
+    assert len(standard) == len(records[0]["landmarks"]) and np.all(np.diff(standard) > 0)
+    before = [_tissue_levels(apply_normalisation(v, r)) for v, r in zip(volumes, records)]
+    after = [_tissue_levels(apply_normalisation(v, standardise_record(r, standard))) for v, r in zip(volumes, records)]
+    gaps_before = np.abs(np.subtract(*before))
+    gaps_after = np.abs(np.subtract(*after))
+    assert gaps_before.max() > 0.3, before       # the two-point map leaves the contrasts apart
+    assert gaps_after.max() < 0.1, after         # the standard brings each tissue to one level
+    assert before[1][2] == 1.0 and after[1][2] < 0.95, (before, after)  # the bright fat is mapped, not clipped
+    unit = apply_normalisation(volumes[1], standardise_record(records[1], standard))
+    assert unit.dtype == np.float32 and -1.0 <= unit.min() and unit.max() <= 1.0
+
+
+def test_mr_standardisation_is_monotone_the_same_in_torch_and_absent_without_a_standard():
+    rng = np.random.default_rng(3)
+    volume = _two_tissue_head(300.0, 420.0, 900.0, rng)
+    record = fit_normalisation(volume, "MR")
+    assert standardise_record(record, None) is record
+    assert "standardisation" not in standardise_record(fit_normalisation(volume, "PT"), [0.0] * 11)
+    standardised = standardise_record(record, learn_standard([record, fit_normalisation(volume * 1.7 + 20, "MR")]))
+    values = np.linspace(-3.0, 5.0, 2001, dtype=np.float32)
+    numpy_map = apply_standardisation(values, standardised)
+    assert np.all(np.diff(numpy_map) >= 0) and numpy_map[0] == -1.0 and numpy_map[-1] == 1.0
+    assert np.allclose(apply_standardisation(torch.from_numpy(values), standardised).numpy(), numpy_map, atol=1e-6)
 
 
 def test_mr_scaling_is_robust_to_outliers():

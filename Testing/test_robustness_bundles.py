@@ -94,6 +94,12 @@ WRONG_TYPES = {
     "CT knots NaN": lambda h: h["normalisation"]["target"].update(knots_unit=[-1.0, float("nan"), 0.3, 1.0]),
     "CT knots unpaired": lambda h: h["normalisation"]["target"].update(knots_unit=[-1.0, 1.0]),
     "CT knots as text": lambda h: h["normalisation"]["target"].update(knots_hu="-1024,3071"),
+    "MR standard falling": lambda h: h["normalisation"]["source"]["standard"]["unit"].reverse(),
+    "MR standard NaN": lambda h: h["normalisation"]["source"]["standard"]["unit"].__setitem__(3, float("nan")),
+    "MR standard short": lambda h: h["normalisation"]["source"]["standard"]["unit"].pop(),
+    "MR standard at other percentiles": lambda h: h["normalisation"]["source"]["standard"].update(
+        percentiles=[5, 50, 95]),
+    "MR standard as text": lambda h: h["normalisation"]["source"].update(standard="-0.7,0,0.9"),
 }
 
 

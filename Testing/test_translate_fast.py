@@ -11,7 +11,8 @@ import torch
 
 from duiit.bundle import Bundle
 from duiit.errors import DuiitError
-from duiit.normalisation import apply_normalisation, fit_normalisation, hu_to_unit, unit_to_hu
+from duiit.normalisation import (MR_LANDMARK_PERCENTILES, apply_normalisation, fit_normalisation, hu_to_unit,
+                                  learn_standard, unit_to_hu)
 from duiit.slices import AxialLayout, SquareFit, from_axial, in_plane_spacing, to_axial
 from duiit.translate import FastPath, translate_volume, unit_affine
 from Testing.benchmarks.common import head_volume, make_bundle, reference_translate
@@ -76,6 +77,32 @@ def test_regression_prediction_matches_the_reference(tmp_path):
     assert fast.prediction["task"] == "regression"
     assert abs(fast.prediction["volume"]["value"] - prediction["volume"]["value"]) < 1e-3
     assert [s["index"] for s in fast.prediction["slices"]] == [s["index"] for s in prediction["slices"]]
+
+
+@pytest.fixture(scope="module")
+def standardising_bundle(bundle):
+    """The same networks with an MR histogram standard in the header: that of this head and of a copy with
+    other contrast (brighter scalp against the brain), so that the map is not the identity."""
+    head = sitk.GetArrayFromImage(source_image(DIRECTIONS["ras"], np.float32)).astype(np.float32)
+    records = [fit_normalisation(head, "MR"), fit_normalisation(np.where(head > 600, head * 1.6, head), "MR")]
+    standard = {"percentiles": list(MR_LANDMARK_PERCENTILES), "unit": learn_standard(records)}
+    source = {**bundle.header["normalisation"].get("source", {}), "standard": standard}
+    return Bundle(bundle.path, {**bundle.header, "normalisation": {**bundle.header["normalisation"], "source": source}},
+                  bundle.tensors)
+
+
+@pytest.mark.parametrize("name", ["oblique", "ras"])
+def test_the_mr_standard_is_applied_the_same_way_by_the_fast_path_and_the_reference(bundle, standardising_bundle,
+                                                                                    name):
+    image = source_image(DIRECTIONS[name], np.int16)
+    fast = translate_volume(standardising_bundle, image, device="cpu", batch_size=5)
+    reference, _ = reference_translate(standardising_bundle, image)
+    assert_same_geometry(fast.ct, image)
+    diff = np.abs(sitk.GetArrayFromImage(fast.ct) - sitk.GetArrayFromImage(reference))
+    assert np.percentile(diff, 99.9) < 0.5 and diff.max() < 2.0, (np.percentile(diff, 99.9), diff.max())
+    assert "standardisation" in fast.normalisation
+    plain = sitk.GetArrayFromImage(translate_volume(bundle, image, device="cpu", batch_size=5).ct)
+    assert np.abs(plain - sitk.GetArrayFromImage(fast.ct)).max() > 1.0  # the standard does change the input
 
 
 def test_batch_size_does_not_change_the_result(bundle):

@@ -21,7 +21,7 @@ from safetensors.torch import save as save_safetensors
 from . import __version__
 from .atomic import atomic_path
 from .errors import DuiitError
-from .normalisation import ct_knots
+from .normalisation import bundle_standard, ct_knots
 from .networks import CycleTranslator, NetworkConfig, SlicePredictor, predictor_outputs
 
 FORMAT = "duiit-bundle"
@@ -234,6 +234,10 @@ def _check_header_types(path, header: dict) -> None:
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise DuiitError(f"{path}: bundle normalisation.target is not a usable CT mapping "
                          f"({str(exc)[:120] or type(exc).__name__})") from None
+    try:
+        bundle_standard(header["normalisation"])
+    except ValueError as exc:
+        raise DuiitError(f"{path}: bundle normalisation.source.standard is not usable ({exc})") from None
     config = NetworkConfig.from_dict(network)
     size, down = config.image_size, config.generator_downsamplings
     if size % 2 ** down or size >> down < 2 or size >> config.predictor_depth < 1:

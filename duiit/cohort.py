@@ -9,7 +9,7 @@ import torch
 from .dicom_series import find_series
 from .errors import DuiitError
 from .manifest import UNLABELLED, Case
-from .normalisation import normalise
+from .normalisation import apply_normalisation, fit_normalisation, learn_standard, standardise_record
 from .slices import in_plane_spacing, informative, to_axial, volume_to_slices
 from .volume_io import read_volume
 
@@ -51,6 +51,7 @@ class Cohort:
     regression_scale: tuple = (0.0, 1.0)   # (mean, std) of training labels, for standardised outputs
     summary: dict = field(default_factory=dict)
     target_unlabelled: SliceSet | None = None  # for the translator only; labels are placeholders
+    source_standard: list | None = None  # MR histogram landmarks the source volumes were mapped to
 
     @property
     def has_unlabelled_target(self) -> bool:
@@ -98,9 +99,9 @@ def regression_value(label: str) -> float:
     return float(label)
 
 
-def load_case(case: Case, image_size: int, task: str, label_names: list):
+def load_case(case: Case, image_size: int, task: str, label_names: list, standard=None):
     """(slices, labels, normalisation record) for the informative slices of one case (an unlabelled case's
-    labels are placeholders: -1, or NaN for regression)."""
+    labels are placeholders: -1, or NaN for regression); an MR case's histogram is mapped to `standard`."""
     tags = None
     if case.path.is_dir():
         tags = find_series(case.path, case.series_uid).tags
@@ -110,8 +111,9 @@ def load_case(case: Case, image_size: int, task: str, label_names: list):
                              f"{dicom_modality}")
     image = read_volume(case.path, case.series_uid)
     axial = to_axial(image)
-    unit, record = normalise(sitk.GetArrayFromImage(axial), case.modality, tags)
-    slices = volume_to_slices(unit, image_size, in_plane_spacing(axial))
+    array = sitk.GetArrayFromImage(axial)
+    record = standardise_record(fit_normalisation(array, case.modality, tags), standard)
+    slices = volume_to_slices(apply_normalisation(array, record), image_size, in_plane_spacing(axial))
     keep = informative(slices)
     if not case.labelled:
         labels = torch.full((slices.shape[0],), float("nan") if task == "regression" else -1,
@@ -125,6 +127,17 @@ def load_case(case: Case, image_size: int, task: str, label_names: list):
             labels[~present] = label_names.index(BACKGROUND_LABEL)
     record["slices"] = int(keep.sum())
     return slices[keep].to(torch.float16), labels[keep], record
+
+
+def learn_source_standard(cases: list[Case]) -> list | None:
+    """The histogram standard of these (training, source) cases: normalisation.learn_standard over their
+    records. A pass of its own before the slices are made: each volume's map needs the standard, and the
+    standard needs every volume, and holding the volumes meanwhile would cost more than reading them twice."""
+    records = []
+    for case in cases:
+        axial = to_axial(read_volume(case.path, case.series_uid))
+        records.append(fit_normalisation(sitk.GetArrayViewFromImage(axial), case.modality))
+    return learn_standard(records)
 
 
 def _slices_with_mask(case: Case, image: sitk.Image) -> torch.Tensor:
@@ -184,13 +197,15 @@ def build_cohort(cases: list[Case], source: str, target: str, task: str, image_s
     splits = assign_splits(cases, target, seed, stratify=task == "classification")
     parts = {"target_train": [], "target_val": [], "target_test": [], "source_train": [], "target_unlabelled": []}
     records = []
+    # predictors are evaluated on real target images only
+    cases = [c for c in cases if c.modality == target or (splits.get(c.patient_id) or "train") == "train"]
+    standard = learn_source_standard([c for c in cases if c.modality == source]) if source == "MR" else None
     for n, case in enumerate(cases):
         if progress:
             progress(n, len(cases), case)
         split = splits.get(case.patient_id, "train") or "train"
-        if case.modality == source and split != "train":
-            continue  # predictors are evaluated on real target images only
-        slices, labels, record = load_case(case, image_size, task, label_names)
+        slices, labels, record = load_case(case, image_size, task, label_names,
+                                           standard if case.modality == source else None)
         key = f"{'target' if case.modality == target else 'source'}_{split}"
         parts[key].append(SliceSet(slices, labels, torch.zeros(len(labels), dtype=torch.long), [case]))
         records.append({"patient_id": case.patient_id, "path": str(case.path), "modality": case.modality,
@@ -205,7 +220,7 @@ def build_cohort(cases: list[Case], source: str, target: str, task: str, image_s
     summary = {"cases": records, "counts": {k: {"cases": len(v.cases), "slices": len(v)} for k, v in sets.items()},
                "patients": {k: sorted({c.patient_id for c in v.cases}) for k, v in sets.items()}}
     return Cohort(task, label_names, sets["target_train"], sets["target_val"], sets["target_test"],
-                  sets["source_train"], scale, summary, sets["target_unlabelled"])
+                  sets["source_train"], scale, summary, sets["target_unlabelled"], standard)
 
 
 def _concat_or_empty(parts, image_size, task) -> SliceSet:

@@ -1,7 +1,8 @@
 """Intensity normalisation per modality to the networks' range [-1, 1], and back to HU for CT.
 
 CT: fixed, invertible piecewise-linear map of [-1024, 3071] HU (soft tissue gets most of the range).
-MR: per volume, the background's level -> -1 and the median of the foreground (Otsu) -> 0.
+MR: per volume, the background's level -> -1 and the median of the foreground (Otsu) -> 0; then, in a
+    bundle's training and translation, the foreground's histogram landmarks -> the training set's standard.
 PT: SUV (body weight) from DICOM tags when they allow it, a fixed SUV range then; percentiles otherwise.
 The choice made for each volume is returned so it can be recorded in the bundle.
 """
@@ -26,6 +27,12 @@ PERCENTILES = (0.5, 99.5)
 # lay anywhere in -0.28..+0.25 (Colin27 bright, pyradiomics brain1/brain2 dark). Anchoring the foreground's
 # median (a head is mostly brain) at 0 puts it at 0.00..0.02 for all; tissue above twice it (fat) clips at 1.
 MR_FOREGROUND_MEDIAN_UNIT = 0.0
+# Histogram standardisation (Nyul & Udupa, Magn Reson Med 1999; Nyul et al., IEEE TMI 2000): two anchors
+# leave the rest of the contrast to the scanner (Colin27's 90th foreground percentile sat at 0.36-0.61, the
+# pyradiomics T1s' at 0.72-0.95), so each MR volume's foreground percentiles are mapped piecewise linearly
+# onto the mean of the training volumes' (its "standard"), which the bundle keeps for translation. Measured on
+# the real-image benchmark (three real T1s, 6 seeds side by side): paired MAE -18 HU on every seed, AUC level.
+MR_LANDMARK_PERCENTILES = (1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99)
 SUV_RANGE = (0.0, 20.0)
 
 
@@ -66,10 +73,11 @@ def unit_to_hu(unit, record: dict | None = None):
     return _piecewise_linear(unit, ys, xs)
 
 
-def _linear(array, low, high):
+def _linear(array, low, high, clip=True):
     if high <= low:
         high = low + 1.0
-    return (np.clip((array - low) / (high - low), 0.0, 1.0) * 2.0 - 1.0).astype(np.float32)
+    unit = (array - low) / (high - low) * 2.0 - 1.0
+    return (np.clip(unit, -1.0, 1.0) if clip else unit).astype(np.float32)
 
 
 def _subsample(array, limit=2_000_000):
@@ -107,7 +115,8 @@ def _fit_mr(sample: np.ndarray) -> dict | None:
         return None
     high = low + (median - low) * 2.0 / (1.0 + MR_FOREGROUND_MEDIAN_UNIT)
     return {"method": "foreground_median", "low": low, "high": high, "foreground_threshold": threshold,
-            "foreground_median": median, "foreground_fraction": round(foreground.size / sample.size, 4)}
+            "foreground_median": median, "foreground_fraction": round(foreground.size / sample.size, 4),
+            "landmarks": [float(v) for v in np.percentile(foreground, MR_LANDMARK_PERCENTILES)]}
 
 
 def fit_normalisation(array: np.ndarray, modality: str, dicom_tags=None) -> dict:
@@ -132,12 +141,86 @@ def fit_normalisation(array: np.ndarray, modality: str, dicom_tags=None) -> dict
 
 
 def apply_normalisation(array: np.ndarray, record: dict) -> np.ndarray:
-    """Apply a record from `fit_normalisation` (to a whole volume or a chunk of its slices)."""
+    """Apply a record from `fit_normalisation` or `standardise_record` (to a whole volume or a chunk of its
+    slices)."""
     if record["method"] in ("ct_hu", "ct_hu_piecewise"):
         return hu_to_unit(array.astype(np.float32), record).astype(np.float32, copy=False)
     if record["method"] == "suv":
         return _linear(array * record["factor"], record["low"], record["high"])
-    return _linear(array, record["low"], record["high"])
+    if "standardisation" not in record:
+        return _linear(array, record["low"], record["high"])
+    # standardised before the clip, so that the tissue above the two-point map's top (fat) keeps its landmarks
+    unit = _linear(array, record["low"], record["high"], clip=False)
+    return np.asarray(apply_standardisation(unit, record), np.float32)
+
+
+def _unit_landmarks(record: dict) -> np.ndarray:
+    """The record's foreground landmarks in network units, nudged apart so that the map through them is
+    strictly increasing (a volume with few grey levels has equal percentiles)."""
+    low, high = record["low"], record["high"]
+    units = np.asarray(record["landmarks"], np.float64) * (2.0 / (high - low)) - (2.0 * low / (high - low) + 1.0)
+    units = np.maximum(units, -1.0 + 1e-3)
+    for i in range(1, len(units)):
+        units[i] = max(units[i], units[i - 1] + 1e-3)
+    return units
+
+
+def learn_standard(records: list) -> list | None:
+    """The standard landmarks (network units): the mean over the training volumes' records that have
+    landmarks; None when none has (PET, MR without a foreground)."""
+    landmarks = [_unit_landmarks(r) for r in records if "landmarks" in r]
+    if not landmarks:
+        return None
+    return [float(v) for v in np.mean(landmarks, axis=0)]
+
+
+def bundle_standard(normalisation: dict) -> list | None:
+    """The MR standard a bundle's header keeps (normalisation.source.standard), checked; None without one
+    (PET, and bundles written before it)."""
+    source = normalisation.get("source") if isinstance(normalisation, dict) else None
+    standard = source.get("standard") if isinstance(source, dict) else None
+    if standard is None:
+        return None
+    if not isinstance(standard, dict) or standard.get("percentiles") != list(MR_LANDMARK_PERCENTILES):
+        raise ValueError(f"the MR standard's landmarks must be the percentiles {list(MR_LANDMARK_PERCENTILES)}")
+    unit = standard.get("unit")
+    if (not isinstance(unit, list) or len(unit) != len(MR_LANDMARK_PERCENTILES)
+            or not all(type(v) in (int, float) and math.isfinite(v) for v in unit)
+            or any(b <= a for a, b in zip(unit, unit[1:]))):
+        raise ValueError(f"the MR standard needs {len(MR_LANDMARK_PERCENTILES)} finite, rising unit values")
+    return [float(v) for v in unit]
+
+
+def standardise_record(record: dict, standard) -> dict:
+    """The record, extended by the piecewise-linear map (in network units) from this volume's landmarks to
+    `standard`; unchanged when there is no standard or the record has no landmarks. Above the top landmark
+    the last segment's slope goes on (bright fat, vessels), up to the clip at 1."""
+    if not standard or "landmarks" not in record:
+        return record
+    source, target = _unit_landmarks(record), np.asarray(standard, np.float64)
+    if len(source) != len(target):
+        raise ValueError(f"the MR standard has {len(target)} landmarks; this volume {len(source)}")
+    slope = (target[-1] - target[-2]) / (source[-1] - source[-2])
+    # a last knot far out: _piecewise_linear holds its value beyond the knots
+    from_unit = [-1.0, *source, source[-1] + 1000.0]
+    to_unit = [-1.0, *target, target[-1] + 1000.0 * slope]
+    return {**record, "standardisation": {"from_unit": [float(v) for v in from_unit],
+                                          "to_unit": [float(v) for v in to_unit]}}
+
+
+def fit_source_normalisation(array: np.ndarray, header: dict, dicom_tags=None) -> dict:
+    """fit_normalisation for a volume a bundle translates, mapped to the bundle's MR standard if it has one."""
+    record = fit_normalisation(array, header["source_modality"], dicom_tags)
+    return standardise_record(record, bundle_standard(header["normalisation"]))
+
+
+def apply_standardisation(unit, record: dict):
+    """Network units before the clip -> standardised and clipped to [-1, 1] by the record's map (only the
+    clip without one); numpy arrays and torch tensors."""
+    knots = record.get("standardisation")
+    if knots is not None:
+        unit = _piecewise_linear(unit, knots["from_unit"], knots["to_unit"])
+    return unit.clip(-1.0, 1.0)
 
 
 def normalise(array: np.ndarray, modality: str, dicom_tags=None):

@@ -13,7 +13,7 @@ from .distributed import finish, init_distributed, unwrap
 from .errors import DuiitError
 from .manifest import read_manifest
 from .networks import NetworkConfig
-from .normalisation import fit_normalisation
+from .normalisation import MR_LANDMARK_PERCENTILES, fit_normalisation
 from .prediction import __doc__ as AGGREGATION_DOC
 from .training import Trainer, TrainingOptions
 
@@ -66,6 +66,17 @@ def _check_output(output: Path):
         raise DuiitError(f"{output}: cannot be written ({parent} is not a folder)")
 
 
+def source_normalisation_header(source: str, methods: list, standard) -> dict:
+    """How the bundle's source volumes are normalised; with the MR histogram standard their translation
+    maps each volume to (normalisation.standardise_record)."""
+    header = {"method": "suv if the DICOM tags allow, else percentile" if source == "PT" else
+              "foreground median, then histogram landmarks to the standard" if standard else "percentile",
+              "used_in_training": methods}
+    if standard:
+        header["standard"] = {"percentiles": list(MR_LANDMARK_PERCENTILES), "unit": list(standard)}
+    return header
+
+
 def bundle_header(cohort, options: TrainingOptions, network: NetworkConfig, metrics, trainer, seconds,
                   world_size) -> dict:
     source_methods = sorted({r["normalisation"]["method"] for r in cohort.summary["cases"]
@@ -75,9 +86,8 @@ def bundle_header(cohort, options: TrainingOptions, network: NetworkConfig, metr
         "label_names": cohort.label_names, "method": options.method, "guidance": options.guidance,
         "regression_scale": list(cohort.regression_scale),
         "normalisation": {"target": fit_normalisation(np.zeros(1), "CT"),
-                          "source": {"method": "suv if the DICOM tags allow, else percentile"
-                                     if options.source == "PT" else "percentile",
-                                     "used_in_training": source_methods}},
+                          "source": source_normalisation_header(options.source, source_methods,
+                                                                cohort.source_standard)},
         "network": network.to_dict(),
         "training": {**options.fingerprint(), "steps": trainer.step, "seconds": round(seconds, 1),
                      "world_size": world_size},

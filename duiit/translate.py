@@ -39,7 +39,8 @@ from .bundle import Bundle
 from .device import resolve_device
 from .errors import DuiitError
 from .networks import ResnetGenerator
-from .normalisation import CT_HIGH_HU, CT_LOW_HU, fit_normalisation, hu_to_unit, unit_to_hu
+from .normalisation import (CT_HIGH_HU, CT_LOW_HU, apply_standardisation, fit_source_normalisation,
+                            hu_to_unit, unit_to_hu)
 from .prediction import prediction_dict, run_predictor
 from .slices import (MIN_FOREGROUND_FRACTION, AxialLayout, SquareFit, foreground_fraction, in_plane_spacing,
                      informative, to_axial, volume_to_slices)
@@ -207,8 +208,8 @@ def _predictor(bundle: Bundle, device: torch.device):
 # -- normalisation as one affine map + clip, applied in place to a float32 batch ---------------------------
 
 def unit_affine(record: dict) -> tuple:
-    """(scale, offset) with unit = clip(value * scale + offset, -1, 1); the same map as
-    normalisation.apply_normalisation(value, record) (to float32 rounding)."""
+    """(scale, offset) with unit = clip(value * scale + offset, -1, 1) (the MR standard's map goes before the
+    clip: _Job.normalise); the same map as normalisation.apply_normalisation(value, record)."""
     method = record["method"]
     if method == "ct_hu":
         low, high, factor = CT_LOW_HU, CT_HIGH_HU, 1.0
@@ -335,8 +336,8 @@ def translate_volume(bundle: Bundle, image: sitk.Image, device="auto", series_ta
     array = sitk.GetArrayViewFromImage(image)
     job.source = job.layout.view(array)             # (slices, rows, columns): a view, no copy
     job.fit = SquareFit.of(job.source.shape[1:], job.layout.in_plane_spacing, size)
-    record = fit_normalisation(job.layout.subsample(array), header["source_modality"], series_tags)
-    job.scale, job.offset = unit_affine(record)
+    job.record = fit_source_normalisation(job.layout.subsample(array), header, series_tags)
+    job.scale, job.offset = unit_affine(job.record)
     job.ct_record = header["normalisation"]["target"]
     job.ct = _Output(image, job.layout)
     job.error = _Output(image, job.layout) if with_error_map else None
@@ -348,7 +349,7 @@ def translate_volume(bundle: Bundle, image: sitk.Image, device="auto", series_ta
             _run_cpu(job)
         prediction = job.predictions.result(job.layout.slice_index)
     return Translation(ct=job.ct.finish(image), error_map=job.error.finish(image) if with_error_map else None,
-                       prediction=prediction, device=str(device), normalisation=record)
+                       prediction=prediction, device=str(device), normalisation=job.record)
 
 
 @dataclass
@@ -363,12 +364,21 @@ class _Job:
     fast: FastPath
     progress: object = None
     source: np.ndarray = None
+    record: dict = None         # the source normalisation: scale, offset, then the MR standard's map if any
     scale: float = 1.0
     offset: float = 0.0
     ct_record: dict = None      # the bundle's CT normalisation: network units -> HU
     fit: SquareFit = None       # the slices' place in the network's square
     ct: _Output = None
     error: _Output = None
+
+    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        """Source values -> network units: the affine map in place, then the clip (the MR standard's map
+        before it, if any); normalisation.apply_normalisation to float32 rounding."""
+        batch = batch.mul_(self.scale).add_(self.offset)
+        if "standardisation" in self.record:
+            return apply_standardisation(batch, self.record)
+        return batch.clamp_(-1.0, 1.0)
 
 
 def _run_cpu(job: _Job) -> None:
@@ -384,8 +394,7 @@ def _run_cpu(job: _Job) -> None:
             j = min(i + chunk, count)
             part = buffer[:j - i]
             np.copyto(part.numpy(), job.source[start + i:start + j], casting="unsafe")  # any dtype -> float32
-            part.mul_(job.scale).add_(job.offset).clamp_(-1.0, 1.0)
-            small[i:j] = job.fit.to_network(part[:, None])
+            small[i:j] = job.fit.to_network(job.normalise(part)[:, None])
         net_in = small[:count]
         fake = job.to_ct(net_in)
         job.predictions.add(fake, start)
@@ -433,7 +442,7 @@ def _run_cuda(job: _Job) -> None:
         host = host_in[slot][:count]
         np.copyto(host.numpy(), job.source[start:start + count], casting="unsafe")
         batch = _upload(host, device, copy_stream, uploaded, slot)
-        batch = batch.mul_(job.scale).add_(job.offset).clamp_(-1.0, 1.0)[:, None]
+        batch = job.normalise(batch)[:, None]
         net_in = job.fit.to_network(batch)
         if pad and count < batch_size:
             net_in = torch.cat([net_in, net_in[-1:].expand(batch_size - count, -1, -1, -1)])

@@ -100,7 +100,7 @@ def reference_translate(bundle, image: sitk.Image, predict: bool = True):
     """The plain way, as a first implementation would do it: reorient and normalise the whole volume, then
     one slice at a time through G in fp32 with autograd on, resize back, HU, reorient back; the predictor
     one informative slice at a time. Returns (ct image, prediction dict or None)."""
-    from duiit.normalisation import apply_normalisation, fit_normalisation, unit_to_hu
+    from duiit.normalisation import apply_normalisation, fit_source_normalisation, unit_to_hu
     from duiit.prediction import prediction_dict
     from duiit.slices import SquareFit, from_axial, in_plane_spacing, informative, to_axial
     header = bundle.header
@@ -108,7 +108,7 @@ def reference_translate(bundle, image: sitk.Image, predict: bool = True):
     size = bundle.network.image_size
     axial = to_axial(image)
     source = sitk.GetArrayFromImage(axial)
-    unit = apply_normalisation(source, fit_normalisation(source, header["source_modality"], None))
+    unit = apply_normalisation(source, fit_source_normalisation(source, header))
     depth = unit.shape[0]
     fit = SquareFit.of(unit.shape[1:], in_plane_spacing(axial), size)
     ct = np.empty(unit.shape, dtype=np.float32)

@@ -128,12 +128,12 @@ def _with_threads(n, fn):
 def _plain_on(device, bundle, image):
     """The plain reference with its networks on `device` (CUDA): same per-slice loop, fp32, autograd on."""
     import SimpleITK as sitk
-    from duiit.normalisation import apply_normalisation, fit_normalisation, unit_to_hu
+    from duiit.normalisation import apply_normalisation, fit_source_normalisation, unit_to_hu
     from duiit.slices import from_axial, informative, resize, to_axial, volume_to_slices
     translator, predictor = bundle.translator().to(device), bundle.predictor().to(device)
     axial = to_axial(image)
     source = sitk.GetArrayFromImage(axial)
-    unit = apply_normalisation(source, fit_normalisation(source, bundle.header["source_modality"], None))
+    unit = apply_normalisation(source, fit_source_normalisation(source, bundle.header))
     ct, fakes = np.empty(unit.shape, np.float32), []
     for k in range(unit.shape[0]):
         fake = translator.to_target(volume_to_slices(unit[k:k + 1], bundle.network.image_size).to(device))
