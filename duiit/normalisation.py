@@ -219,8 +219,22 @@ def apply_standardisation(unit, record: dict):
     clip without one); numpy arrays and torch tensors."""
     knots = record.get("standardisation")
     if knots is not None:
-        unit = _piecewise_linear(unit, knots["from_unit"], knots["to_unit"])
+        unit = _interpolate(unit, knots["from_unit"], knots["to_unit"])
     return unit.clip(-1.0, 1.0)
+
+
+def _interpolate(x, xs, ys):
+    """Piecewise linear through the knots (xs rising), held outside them: np.interp for numpy arrays, the
+    same by bucketize for torch tensors (a few passes over a full-resolution batch, not a few per knot)."""
+    if isinstance(x, np.ndarray):
+        return np.interp(x, xs, ys).astype(np.float32)
+    import torch
+    knots_x, knots_y = (torch.tensor(k, dtype=torch.float64) for k in (xs, ys))
+    slopes = (knots_y[1:] - knots_y[:-1]) / (knots_x[1:] - knots_x[:-1])
+    intercepts = knots_y[:-1] - slopes * knots_x[:-1]   # each segment as intercept + slope * x
+    segment = torch.bucketize(x, knots_x[1:-1].to(x.dtype).to(x.device))
+    slopes, intercepts = (v.to(x.dtype).to(x.device) for v in (slopes, intercepts))
+    return torch.addcmul(intercepts[segment], slopes[segment], x.clamp(xs[0], xs[-1]))
 
 
 def normalise(array: np.ndarray, modality: str, dicom_tags=None):
