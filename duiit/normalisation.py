@@ -201,7 +201,7 @@ def standardise_record(record: dict, standard) -> dict:
     if len(source) != len(target):
         raise ValueError(f"the MR standard has {len(target)} landmarks; this volume {len(source)}")
     slope = (target[-1] - target[-2]) / (source[-1] - source[-2])
-    # a last knot far out: _piecewise_linear holds its value beyond the knots
+    # a last knot far out: _interpolate holds its value beyond the knots
     from_unit = [-1.0, *source, source[-1] + 1000.0]
     to_unit = [-1.0, *target, target[-1] + 1000.0 * slope]
     return {**record, "standardisation": {"from_unit": [float(v) for v in from_unit],
