@@ -137,9 +137,13 @@ def test_train_all_methods_with_report(mr_cohort, tmp_path):
     for method in ("cyclegan", "naive", "target-only"):
         out = tmp_path / f"{method}.duiit"
         result = run_cli("train", "--manifest", mr_cohort, "--source", "MR", "--task", "classification",
-                         "--method", method, "-o", out, "--iterations", "2", "--report", tmp_path / method, *TINY)
+                         "--method", method, "-o", out, "--iterations", "2", "--report", tmp_path / method, *TINY,
+                         *(["--no-mr-standard"] if method == "cyclegan" else []))
         assert result.returncode == 0, result.stderr
-        assert read_header(out)["method"] == method
+        header = read_header(out)
+        assert header["method"] == method
+        # the MR histogram standard is kept unless asked not to (trained_bundle: test_bundle)
+        assert ("standard" in header["normalisation"]["source"]) == (method != "cyclegan")
         assert (tmp_path / method / "report.html").exists() and (tmp_path / method / "losses.png").exists()
     result = run_cli("translate", tmp_path / "naive.duiit", mr_cohort.parent / "mr_00.nii.gz", "-o",
                      tmp_path / "x.nii.gz")

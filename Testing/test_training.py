@@ -31,6 +31,17 @@ def cohort_with_unlabelled_ct(tmp_path_factory):
     return build_cohort(read_manifest(manifest), "MR", "CT", "classification", NETWORK.image_size, seed=0)
 
 
+def test_mr_volumes_are_mapped_onto_one_standard_unless_asked_not_to(mr_cohort, cohort):
+    plain = build_cohort(read_manifest(mr_cohort), "MR", "CT", "classification", NETWORK.image_size, seed=0,
+                         mr_standard=False)
+    assert plain.source_standard is None and cohort.source_standard is not None
+    mr = [c["normalisation"] for c in cohort.summary["cases"] if c["modality"] == "MR"]
+    assert mr and all(r["standardisation"]["to_unit"][1:-1] == cohort.source_standard for r in mr)
+    assert not any("standardisation" in c["normalisation"] for c in plain.summary["cases"])
+    assert torch.equal(plain.target_train.images, cohort.target_train.images)  # CT is never touched
+    assert not torch.equal(plain.source_train.images, cohort.source_train.images)
+
+
 def trainer_for(cohort, tmp_path=None, **options):
     defaults = dict(iterations=6, batch_size=2, warmup=0.0, ramp=0.0, checkpoint_every=3, seed=3)
     return Trainer(cohort, TrainingOptions(**{**defaults, **options}), NETWORK, torch.device("cpu"),

@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which predictor steers the translator: joint (default, trained on real and translated "
                         "images, as in the paper) or target (a second one trained on real target images only, "
                         "so the translator cannot invent a code that only the joint predictor reads)")
+    p.add_argument("--no-mr-standard", action="store_true",
+                   help="keep each MR volume's own histogram shape (two-point scaling only) instead of mapping it "
+                        "onto the training MR volumes' standard; for MR from one scanner, where the standard "
+                        "adds nothing to training (default: map, and the bundle maps every MR it translates)")
     p.add_argument("--classes", help="comma-separated class names (default: the labels found)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -156,7 +160,7 @@ def cmd_train(args):
                               task_floor=args.task_floor, guide_classes=args.guide_classes,
                               guide_predictor=args.guide_predictor, lambda_structure=args.lambda_structure,
                               translator_ema=args.translator_ema, checkpoint_every=args.checkpoint_every,
-                              seed=args.seed)
+                              seed=args.seed, mr_standard=not args.no_mr_standard)
     progress = Progress(json_lines=args.progress_json)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:

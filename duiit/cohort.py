@@ -182,7 +182,9 @@ def assign_splits(cases: list[Case], target: str, seed: int, stratify: bool = Tr
 
 
 def build_cohort(cases: list[Case], source: str, target: str, task: str, image_size: int, seed: int,
-                 classes=None, progress=None) -> Cohort:
+                 classes=None, progress=None, mr_standard: bool = True) -> Cohort:
+    """`mr_standard`: map each MR source volume's histogram onto the training MR volumes' standard
+    (normalisation.learn_standard)."""
     cases = [c for c in cases if c.modality in (source, target)]
     for case in cases:
         if not case.labelled and case.modality != target:
@@ -199,7 +201,9 @@ def build_cohort(cases: list[Case], source: str, target: str, task: str, image_s
     records = []
     # predictors are evaluated on real target images only
     cases = [c for c in cases if c.modality == target or (splits.get(c.patient_id) or "train") == "train"]
-    standard = learn_source_standard([c for c in cases if c.modality == source]) if source == "MR" else None
+    standard = None
+    if source == "MR" and mr_standard:
+        standard = learn_source_standard([c for c in cases if c.modality == source])
     for n, case in enumerate(cases):
         if progress:
             progress(n, len(cases), case)

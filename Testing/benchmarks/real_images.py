@@ -249,7 +249,8 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
                               source_weight=args.source_weight, task_floor=args.task_floor,
                               lambda_identity=args.lambda_identity, guide_classes=args.guide_classes,
                               guide_predictor=args.guide_predictor, lambda_structure=args.lambda_structure,
-                              translator_ema=args.translator_ema, checkpoint_every=10 ** 9)
+                              translator_ema=args.translator_ema, mr_standard=not args.no_mr_standard,
+                              checkpoint_every=10 ** 9)
     curve, paused = [], [0.0]
 
     def fidelity_curve(phase, iteration, total):
@@ -447,10 +448,13 @@ def memory_bundle(trainer, options, network):
     from duiit.bundle import Bundle
     from duiit.distributed import unwrap
     from duiit.normalisation import fit_normalisation
+    from duiit.training_job import source_normalisation_header
+    source = source_normalisation_header(options.source, [], trainer.cohort.source_standard)
     header = {"format": "duiit-bundle", "format_version": 1, "source_modality": options.source,
               "target_modality": options.target, "task": options.task, "label_names": trainer.cohort.label_names,
               "method": options.method, "regression_scale": list(trainer.regression_scale),
-              "network": network.to_dict(), "normalisation": {"target": fit_normalisation(np.zeros(1), "CT")}}
+              "network": network.to_dict(),
+              "normalisation": {"target": fit_normalisation(np.zeros(1), "CT"), "source": source}}
     tensors = {f"{prefix}.{k}": v.detach().cpu().clone()
                for prefix, module in (("translator", trainer.deployed_translator()),
                                       ("predictor", unwrap(trainer.predictor)))
@@ -645,7 +649,8 @@ def _render_run(n: int, run: dict) -> list:
            f"{run['settings'].get('guide_predictor', 'joint')}, predictor width/depth "
            f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}, "
            f"discriminator layers {run['settings']['network']['discriminator_layers']}, head depth rings "
-           f"{_head_depth(run['settings']['network'])}, seeds "
+           f"{_head_depth(run['settings']['network'])}, MR histogram standard "
+           f"{'on' if run['settings'].get('mr_standard') else 'off'}, seeds "
            f"{run['settings']['seeds']}",
            f"- Cohort: {c['what']}.",
            "  " + "; ".join(c["caveats"]) + ".",
@@ -821,6 +826,8 @@ def parse_args(argv=None):
                         "duiit.training's default; 0: the last weights)")
     p.add_argument("--task-floor", type=float, default=0.0,
                    help="G's task loss per slice counts only above this (0: the plain loss)")
+    p.add_argument("--no-mr-standard", action="store_true",
+                   help="no MR histogram standardisation (as duiit train --no-mr-standard; runs before 150)")
     p.add_argument("--methods", default=",".join(BASE_METHODS),
                    help=f"comma-separated, from {', '.join(BASE_METHODS + (ABLATION,))} (default: the four methods)")
     p.add_argument("--ablation", action="store_true", help="also duiit with guidance off")
@@ -937,7 +944,8 @@ def run(argv=None) -> dict:
                 setattr(network, key, getattr(args, key))
         if args.head_depth is not None:
             network.discriminator_head_depth = args.head_depth
-        cohort = load_cohort(read_manifest(manifest), "MR", "CT", "classification", network.image_size, 0)
+        cohort = load_cohort(read_manifest(manifest), "MR", "CT", "classification", network.image_size, 0,
+                             mr_standard=not args.no_mr_standard)
         args.manifest_path = manifest
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
         command = "python -m Testing.benchmarks.real_images " + " ".join(shlex.quote(a) for a in
@@ -952,7 +960,7 @@ def run(argv=None) -> dict:
                                "lambda_identity": args.lambda_identity, "guide_classes": args.guide_classes,
                                "guide_predictor": args.guide_predictor,
                                "lambda_structure": args.lambda_structure, "translator_ema": args.translator_ema,
-                               "methods": args.method_list + ([FRESH] if args.fresh_predictor else []),
+                               "mr_standard": not args.no_mr_standard, "methods": args.method_list + ([FRESH] if args.fresh_predictor else []),
                                "cohort_spec": spec, "cohort_seed": args.cohort_seed, "quick": args.quick},
                   "cohort": cohort_description(manifest, cohort), "records": []}
         previous = load_runs(args.out)
