@@ -34,6 +34,7 @@ class TrainSettings:
     image_size: int = 128
     preset: str = "small"
     head_depth: int = 0  # rings of head depth the discriminators see (duiit train --head-depth; 0: off)
+    mr_standard: bool = True  # MR histograms onto the training MR's standard (duiit train --no-mr-standard)
     device: str = "auto"
     extra_args: list = field(default_factory=list)
 
@@ -201,6 +202,7 @@ def train_arguments(settings: TrainSettings, resume: bool = False) -> list:
         "--image-size", str(int(settings.image_size)),
         "--preset", settings.preset,
         "--head-depth", str(int(settings.head_depth)),
+        *([] if settings.mr_standard else ["--no-mr-standard"]),
         "--device", settings.device or "auto",
         "--report", str(settings.report),
         *[str(a) for a in settings.extra_args],
