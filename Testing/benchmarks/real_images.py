@@ -960,7 +960,8 @@ def run(argv=None) -> dict:
                                "lambda_identity": args.lambda_identity, "guide_classes": args.guide_classes,
                                "guide_predictor": args.guide_predictor,
                                "lambda_structure": args.lambda_structure, "translator_ema": args.translator_ema,
-                               "mr_standard": not args.no_mr_standard, "methods": args.method_list + ([FRESH] if args.fresh_predictor else []),
+                               "mr_standard": not args.no_mr_standard,
+                               "methods": args.method_list + ([FRESH] if args.fresh_predictor else []),
                                "cohort_spec": spec, "cohort_seed": args.cohort_seed, "quick": args.quick},
                   "cohort": cohort_description(manifest, cohort), "records": []}
         previous = load_runs(args.out)
