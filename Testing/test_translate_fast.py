@@ -11,11 +11,10 @@ import torch
 
 from duiit.bundle import Bundle
 from duiit.errors import DuiitError
-from duiit.normalisation import (MR_LANDMARK_PERCENTILES, apply_normalisation, fit_normalisation, hu_to_unit,
-                                  learn_standard, unit_to_hu)
+from duiit.normalisation import apply_normalisation, fit_normalisation, hu_to_unit, unit_to_hu
 from duiit.slices import AxialLayout, SquareFit, from_axial, in_plane_spacing, to_axial
 from duiit.translate import FastPath, translate_volume, unit_affine
-from Testing.benchmarks.common import head_volume, make_bundle, reference_translate
+from Testing.benchmarks.common import head_volume, make_bundle, reference_translate, with_mr_standard
 
 SMALL = {"image_size": 32, "generator_width": 8, "generator_blocks": 2, "discriminator_width": 8,
          "predictor_width": 8, "predictor_depth": 2}
@@ -81,14 +80,7 @@ def test_regression_prediction_matches_the_reference(tmp_path):
 
 @pytest.fixture(scope="module")
 def standardising_bundle(bundle):
-    """The same networks with an MR histogram standard in the header: that of this head and of a copy with
-    other contrast (brighter scalp against the brain), so that the map is not the identity."""
-    head = sitk.GetArrayFromImage(source_image(DIRECTIONS["ras"], np.float32)).astype(np.float32)
-    records = [fit_normalisation(head, "MR"), fit_normalisation(np.where(head > 600, head * 1.6, head), "MR")]
-    standard = {"percentiles": list(MR_LANDMARK_PERCENTILES), "unit": learn_standard(records)}
-    source = {**bundle.header["normalisation"].get("source", {}), "standard": standard}
-    return Bundle(bundle.path, {**bundle.header, "normalisation": {**bundle.header["normalisation"], "source": source}},
-                  bundle.tensors)
+    return with_mr_standard(bundle, source_image(DIRECTIONS["ras"], np.float32))
 
 
 @pytest.mark.parametrize("name", ["oblique", "ras"])

@@ -69,6 +69,20 @@ def make_bundle(path, preset: str = "small", seed: int = 0, task: str = "classif
     return load_bundle(path)
 
 
+def with_mr_standard(bundle, image: sitk.Image):
+    """The bundle with an MR histogram standard in its header, as one trained on MR from two scanners keeps:
+    that of `image` and of a copy with a brighter scalp against the brain, so the map is not the identity."""
+    from duiit.bundle import Bundle
+    from duiit.normalisation import MR_LANDMARK_PERCENTILES, fit_normalisation, learn_standard
+    head = sitk.GetArrayFromImage(image).astype(np.float32)
+    records = [fit_normalisation(head, "MR"), fit_normalisation(np.where(head > 600, head * 1.6, head), "MR")]
+    standard = {"percentiles": list(MR_LANDMARK_PERCENTILES), "unit": learn_standard(records)}
+    normalisation = bundle.header["normalisation"]
+    source = {**normalisation.get("source", {}), "standard": standard}
+    return Bundle(bundle.path, {**bundle.header, "normalisation": {**normalisation, "source": source}},
+                  bundle.tensors)
+
+
 def head_volume(shape, dtype=np.int16, seed=0, direction=RAS_DIRECTION, spacing=None, slab=16) -> sitk.Image:
     """A T1-like synthetic head (scalp, skull, brain, ventricles, noise) of `shape` (z, y, x), built slab
     by slab straight into the image, so that making a big one costs no more than the image itself."""

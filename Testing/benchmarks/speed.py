@@ -5,7 +5,8 @@ alike; medians quoted):
   1. translation: the project's translate path (duiit.translate.translate_volume) against a plain
      reference (common.reference_translate: one slice at a time, fp32, autograd on, no batching) on a
      256x256x200 volume, at the small preset and at the reference generator (9 blocks, 256 px);
-     slices/s, s per volume, and the ratio. Both compute the same outputs (CT in HU + the predictor's
+     slices/s, s per volume, and the ratio; at the small preset also with an MR histogram standard in the
+     bundle (against the path without one). Both compute the same outputs (CT in HU + the predictor's
      outputs). On the CPU the small preset also runs with 1 torch thread, to show the thread effect.
   2. training: iterations/s of a duiit step (guided joint step: G/F + D + predictor, the task loss on
      G(source) back through G) against a cyclegan step (G/F + D) at the same size, with
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from .common import command_line, head_volume, interleaved, machine, make_bundle, median, reference_translate, \
-    write_results
+    with_mr_standard, write_results
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_ALL = {"forwards": ["--quick", "--device"]}  # see run_all.py
@@ -83,11 +84,16 @@ def translation(device, config, folder) -> list:
             variants["duiit, 1 thread"] = lambda: _with_threads(1, lambda: translate_volume(_cold(bundle), image,
                                                                                             device=device))
             variants["plain, 1 thread"] = lambda: _with_threads(1, lambda: reference_translate(bundle, image))
+        if preset == "small":  # what the MR histogram standard of an MR-trained bundle costs
+            standardising = with_mr_standard(bundle, image)
+            variants["duiit, MR standard"] = lambda: _sync(device, translate_volume(_cold(standardising), image,
+                                                                                    device=device))
         if device.type == "cuda":  # the plain reference stays on the CPU's fp32 maths: move it to the GPU
             variants["plain"] = lambda: _plain_on(device, bundle, image)
         times = interleaved(variants, repeats, warmup=1 if preset == "small" else config["reference_warmup"])
         for name, values in times.items():
-            against = "plain, 1 thread" if name.endswith("1 thread") else "plain"
+            against = ("plain, 1 thread" if name.endswith("1 thread") else
+                       "duiit" if name == "duiit, MR standard" else "plain")
             base = median(times[against])
             seconds = median(values)
             rows.append({"preset": preset, "variant": name, "slices_timed": slices, "volume_slices": depth,
@@ -387,6 +393,10 @@ def summary(data) -> dict:
             lines.append(f"translation, {r['preset']} preset: {r['speedup_vs_plain']:.2f}x the plain reference "
                          f"({r['slices_per_s']:.1f} slices/s, {r['s_per_volume']:.2f} s per "
                          f"{r['volume_slices']}-slice volume)")
+        if r["variant"] == "duiit, MR standard":
+            out[f"mr_standard_time_ratio_{r['preset']}"] = 1.0 / r["paired_speedup"]
+            lines.append(f"translation, {r['preset']} preset, with the MR histogram standard: "
+                         f"{1.0 / r['paired_speedup']:.3f}x the time without it (paired median over rounds)")
     default_threads = data["machine"]["torch_threads"]
     for r in data.get("training") or []:
         if r["method"] == "duiit":
