@@ -69,9 +69,9 @@ def _check_output(output: Path):
 def source_normalisation_header(source: str, methods: list, standard) -> dict:
     """How the bundle's source volumes are normalised; with the MR histogram standard their translation
     maps each volume to (normalisation.standardise_record)."""
+    mr = "foreground median" + (", then histogram landmarks to the standard" if standard else "")
     header = {"method": "suv if the DICOM tags allow, else percentile" if source == "PT" else
-              "foreground median, then histogram landmarks to the standard" if standard else "percentile",
-              "used_in_training": methods}
+              f"{mr} (percentiles without a foreground)", "used_in_training": methods}
     if standard:
         header["standard"] = {"percentiles": list(MR_LANDMARK_PERCENTILES), "unit": list(standard)}
     return header
