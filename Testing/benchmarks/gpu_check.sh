@@ -13,7 +13,8 @@
 # but not SimpleITK/pydicom: their wheels go to .whl/, git-ignored), then
 #   run(command="bash Testing/benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=590)
 # Options through the environment: GPU_CHECK_COMPILE=1 adds the torch.compile variants (about a minute each);
-# GPU_CHECK_SKIP="pytest speed" skips steps; PYTHON=... picks the interpreter (default python3).
+# GPU_CHECK_SKIP="pytest speed" skips steps; GPU_CHECK_STEP_S=N stops a step after N seconds and goes on with the
+# next (a lease is short: one slow step should not cost the others); PYTHON=... picks the interpreter (default python3).
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
@@ -29,6 +30,7 @@ LOG="$RESULTS/gpu_check_all.log"
 : > "$LOG"
 skip() { case " ${GPU_CHECK_SKIP:-} " in *" $1 "*) return 0;; esac; return 1; }
 step() { echo "== $(date +%T) $*" | tee -a "$LOG"; }
+limited() { timeout "${GPU_CHECK_STEP_S:-0}" "$@"; }  # 0: no limit
 
 step "environment"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
@@ -42,16 +44,16 @@ PY
 status=0
 if ! skip pytest; then
   step "1. CUDA tests of the translate path"
-  "$PY" -m pytest Testing/test_translate_fast.py -q -x -p no:cacheprovider -rs 2>&1 | tee -a "$LOG" || status=1
+  limited "$PY" -m pytest Testing/test_translate_fast.py -q -x -p no:cacheprovider -rs 2>&1 | tee -a "$LOG" || status=1
 fi
 if ! skip gpu_check; then
   step "2. fidelity and 512x512x300 speed (gpu_check.py)"
   extra=""; [ "${GPU_CHECK_COMPILE:-0}" = 1 ] && extra="--compile"
-  "$PY" -m Testing.benchmarks.gpu_check --results-dir "$RESULTS" $extra 2>&1 | tee -a "$LOG" || status=1
+  limited "$PY" -m Testing.benchmarks.gpu_check --results-dir "$RESULTS" $extra 2>&1 | tee -a "$LOG" || status=1
 fi
 if ! skip speed; then
   step "3. speed benchmark on CUDA"
-  "$PY" -m Testing.benchmarks.speed --device cuda --results-dir "$RESULTS" 2>&1 | tee -a "$LOG" || status=1
+  limited "$PY" -m Testing.benchmarks.speed --device cuda --results-dir "$RESULTS" 2>&1 | tee -a "$LOG" || status=1
 fi
 step "done (status $status); results in $RESULTS"
 exit $status
