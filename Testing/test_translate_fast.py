@@ -10,6 +10,7 @@ import SimpleITK as sitk
 import torch
 
 from duiit.bundle import Bundle
+from duiit.device import cuda_fp32_math
 from duiit.errors import DuiitError
 from duiit.normalisation import apply_normalisation, fit_normalisation, hu_to_unit, unit_to_hu
 from duiit.slices import AxialLayout, SquareFit, from_axial, in_plane_spacing, to_axial
@@ -197,11 +198,23 @@ def test_fast_path_options(monkeypatch):
     monkeypatch.setenv("DUIIT_TRANSLATE_PRECISION", "fp16")
     monkeypatch.setenv("DUIIT_TRANSLATE_COMPILE", "1")
     monkeypatch.setenv("DUIIT_TRANSLATE_CHANNELS_LAST", "0")
+    monkeypatch.setenv("DUIIT_TRANSLATE_TF32", "1")
     options = FastPath.from_env()
-    assert (options.precision, options.compile, options.channels_last) == ("fp16", True, False)
+    assert (options.precision, options.compile, options.channels_last, options.tf32) == ("fp16", True, False, True)
+    assert not FastPath().tf32 and not options.resolve(torch.device("cpu")).tf32
     monkeypatch.setenv("DUIIT_TRANSLATE_PRECISION", "fp8")
     with pytest.raises(DuiitError, match="DUIIT_TRANSLATE_PRECISION"):
         FastPath.from_env()
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_tf32_setting_is_given_back_even_after_an_error(inside):
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    with pytest.raises(RuntimeError):
+        with cuda_fp32_math(tf32=inside):
+            assert torch.backends.cudnn.allow_tf32 == torch.backends.cuda.matmul.allow_tf32 == inside
+            raise RuntimeError("inside")
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
 
 
 # -- CUDA (run by Testing/benchmarks/gpu_check.sh on a machine with a GPU; skipped elsewhere) ----------------
@@ -210,33 +223,37 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 @cuda
-def test_cuda_fp32_matches_the_cpu(bundle, monkeypatch):
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+@pytest.mark.parametrize("precision", ["auto", "fp32"])
+def test_cuda_default_and_fp32_match_the_cpu(bundle, monkeypatch, precision):
+    """Strict fp32, though torch lets cuDNN round fp32 convolutions through TF32 unless told otherwise."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)  # torch's default: translation must turn it off
     image = source_image(DIRECTIONS["oblique"], shape=(37, 40, 36))
     cpu = sitk.GetArrayFromImage(translate_volume(bundle, image, device="cpu").ct)
     for pinned in (True, False):
         result = translate_volume(bundle, image, device="cuda", batch_size=8, with_error_map=True,
-                                  fast=FastPath(precision="fp32", pinned=pinned))
+                                  fast=FastPath(precision=precision, pinned=pinned))
         assert_same_geometry(result.ct, image)
         assert_same_geometry(result.error_map, image)
         diff = np.abs(sitk.GetArrayFromImage(result.ct) - cpu)
         assert np.percentile(diff, 99.9) < 0.5, np.percentile(diff, 99.9)
+    assert torch.backends.cudnn.allow_tf32  # the caller's setting is given back
 
 
 @cuda
-@pytest.mark.parametrize("precision", ["auto", "bf16", "fp16"])
-@pytest.mark.parametrize("channels_last", [False, True])
-def test_cuda_mixed_precision_runs_and_stays_close(bundle, precision, channels_last):
+@pytest.mark.parametrize("fast", [FastPath(precision="fp32", tf32=True), FastPath(precision="bf16"),
+                                  FastPath(precision="fp16"), FastPath(precision="bf16", channels_last=True),
+                                  FastPath(precision="fp16", channels_last=True)], ids=str)
+def test_cuda_opt_in_reduced_precision_runs_and_stays_close_in_the_bulk(bundle, fast):
     image = source_image(DIRECTIONS["ras"], shape=(21, 40, 36))
     reference = sitk.GetArrayFromImage(translate_volume(bundle, image, device="cpu").ct)
-    result = translate_volume(bundle, image, device="cuda", batch_size=8,
-                              fast=FastPath(precision=precision, channels_last=channels_last))
+    result = translate_volume(bundle, image, device="cuda", batch_size=8, fast=fast)
     assert_same_geometry(result.ct, image)
     head = sitk.GetArrayFromImage(image) > 100
     diff = np.abs(sitk.GetArrayFromImage(result.ct) - reference)[head]
-    # the tolerance that matters (5 HU at the 99.9th percentile) is checked at the reference generator by
-    # Testing/benchmarks/gpu_check.py; this tiny network only shows the path works and is close
-    assert np.percentile(diff, 99.9) < 20, np.percentile(diff, 99.9)
+    # these miss the 5 HU at the 99.9th percentile that the default keeps (Testing/benchmarks/gpu_check.py
+    # measures them at the reference generator: 18-218 HU); this shows the path works and the bulk is close
+    # (a wrong layout or a reduced-precision last layer would move the median by hundreds of HU)
+    assert np.median(diff) < 5 and np.percentile(diff, 99.9) < 100, (np.median(diff), np.percentile(diff, 99.9))
 
 
 class _FakeCuda:

@@ -1,5 +1,6 @@
 """Which device computes: `auto` takes CUDA when there is one and says so; the CPU fall-back is said plainly."""
 
+import contextlib
 import os
 import time
 
@@ -37,6 +38,19 @@ def autocast(device: torch.device):
     """bf16 autocast on CUDA where supported (no loss scaling needed); a no-op context on the CPU."""
     enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+@contextlib.contextmanager
+def cuda_fp32_math(tf32: bool):
+    """Whether CUDA's fp32 convolutions and matrix products may round through TF32 while inside (torch lets
+    cuDNN do so by default): TF32 moved the reference generator's HU by 18 HU at the 99.9th percentile on an
+    H200 (Testing/benchmarks/results/gpu_check.md). The previous setting comes back afterwards."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def _cpu_times(path="/proc/stat"):

@@ -14,11 +14,11 @@ The fast path, and why it is bounded in memory:
   bundle's tensors, and kept on the bundle object for the next volume (cohort export).
 
 CUDA (guarded: the CPU always computes plain fp32, NCHW): cudnn benchmark mode with fixed batch
-shapes, the network body under bf16/fp16 autocast with the last convolution + tanh in fp32 (HU
-fidelity), optional channels_last and torch.compile, pinned double-buffered host batches with
-uploads on a side stream and non-blocking downloads that overlap the next batch's compute.
-`FastPath` holds these choices; its defaults come from DUIIT_TRANSLATE_* environment variables
-(PRECISION=auto|fp32|bf16|fp16, CHANNELS_LAST, COMPILE, CUDNN_BENCHMARK, PINNED = 0|1), so a
+shapes, strict fp32 by default (no TF32), or on request the network body under bf16/fp16 autocast with
+the last convolution + tanh in fp32, optional channels_last and torch.compile, pinned double-buffered
+host batches with uploads on a side stream and non-blocking downloads that overlap the next batch's
+compute. `FastPath` holds these choices; its defaults come from DUIIT_TRANSLATE_* environment variables
+(PRECISION=auto|fp32|bf16|fp16, TF32, CHANNELS_LAST, COMPILE, CUDNN_BENCHMARK, PINNED = 0|1), so a
 benchmark or a user can switch them. Testing/benchmarks/gpu_check.sh checks them on a GPU.
 """
 
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .bundle import Bundle
-from .device import resolve_device
+from .device import cuda_fp32_math, resolve_device
 from .errors import DuiitError
 from .networks import ResnetGenerator
 from .normalisation import (CT_HIGH_HU, CT_LOW_HU, apply_standardisation, fit_source_normalisation,
@@ -48,10 +48,11 @@ from .slices import (MIN_FOREGROUND_FRACTION, AxialLayout, SquareFit, foreground
 # Default batch: about this many network pixels per batch (16 slices at 256 px), within [low, high].
 BATCH_PIXELS = {"cpu": (2 ** 20, 4, 32), "cuda": (2 ** 21, 8, 64)}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# What "auto" means on CUDA: mixed precision for the network body, fp32 for its last layer. To be confirmed
-# by Testing/benchmarks/gpu_check.sh (99.9th percentile |HU diff| in the head < 5 HU against fp32), which
-# prints what to set here. channels_last is off by default: every InstanceNorm converts it back to NCHW.
-CUDA_AUTO_PRECISION = "bf16"
+# What "auto" means on CUDA, from Testing/benchmarks/results/gpu_check.md (H200, reference generator): only
+# strict fp32 keeps the 99.9th percentile |HU diff| in the head under 5 HU (0.04 HU); TF32 gave 18 HU, fp16
+# 29 HU and bf16 218 HU (the CT map's air and bone segments are 2000-4000 HU per network unit), and strict
+# fp32 still translates 512x512x300 in 1.5 s. channels_last is off: every InstanceNorm converts back to NCHW.
+CUDA_AUTO_PRECISION = "fp32"
 CUDA_CHANNELS_LAST = False
 
 
@@ -59,6 +60,7 @@ CUDA_CHANNELS_LAST = False
 class FastPath:
     """How translation runs on the device; the CPU always runs fp32 (exactly the reference's maths)."""
     precision: str = "auto"          # auto | fp32 | bf16 | fp16 (CUDA only; the CPU is always fp32)
+    tf32: bool = False               # let fp32 convolutions round through TF32 (CUDA only; faster, less exact)
     channels_last: bool | None = None  # None: CUDA_CHANNELS_LAST (CUDA only)
     compile: bool = False            # torch.compile the generator body (CUDA only)
     cudnn_benchmark: bool = True     # CUDA only
@@ -74,7 +76,8 @@ class FastPath:
         precision = os.environ.get("DUIIT_TRANSLATE_PRECISION", "auto").strip().lower() or "auto"
         if precision not in PRECISIONS:
             raise DuiitError(f"DUIIT_TRANSLATE_PRECISION={precision!r} is not one of {', '.join(PRECISIONS)}")
-        return cls(precision=precision, channels_last=flag("DUIIT_TRANSLATE_CHANNELS_LAST", None),
+        return cls(precision=precision, tf32=flag("DUIIT_TRANSLATE_TF32", False),
+                   channels_last=flag("DUIIT_TRANSLATE_CHANNELS_LAST", None),
                    compile=flag("DUIIT_TRANSLATE_COMPILE", False),
                    cudnn_benchmark=flag("DUIIT_TRANSLATE_CUDNN_BENCHMARK", True),
                    pinned=flag("DUIIT_TRANSLATE_PINNED", True))
@@ -82,7 +85,8 @@ class FastPath:
     def resolve(self, device: torch.device) -> "FastPath":
         """Concrete choices for `device`."""
         if device.type != "cuda":
-            return FastPath(precision="fp32", channels_last=False, compile=False, cudnn_benchmark=False, pinned=False)
+            return FastPath(precision="fp32", tf32=False, channels_last=False, compile=False, cudnn_benchmark=False,
+                            pinned=False)
         precision = self.precision
         if precision == "auto":
             precision = CUDA_AUTO_PRECISION
@@ -343,7 +347,7 @@ def translate_volume(bundle: Bundle, image: sitk.Image, device="auto", series_ta
     job.error = _Output(image, job.layout) if with_error_map else None
     with torch.inference_mode():
         if job.predictions.deferred:
-            with _cudnn_benchmark(fast.cudnn_benchmark):
+            with _cudnn_benchmark(fast.cudnn_benchmark), cuda_fp32_math(fast.tf32):
                 _run_cuda(job)
         else:
             _run_cpu(job)

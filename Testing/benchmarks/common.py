@@ -110,15 +110,22 @@ def head_volume(shape, dtype=np.int16, seed=0, direction=RAS_DIRECTION, spacing=
     return image
 
 
-def reference_translate(bundle, image: sitk.Image, predict: bool = True):
+def reference_translate(bundle, image: sitk.Image, predict: bool = True, device="cpu"):
     """The plain way, as a first implementation would do it: reorient and normalise the whole volume, then
     one slice at a time through G in fp32 with autograd on, resize back, HU, reorient back; the predictor
-    one informative slice at a time. Returns (ct image, prediction dict or None)."""
+    one informative slice at a time. Returns (ct image, prediction dict or None). `device`: where the
+    networks run (on CUDA in strict fp32, no TF32, as duiit's own default)."""
+    from duiit.device import cuda_fp32_math
+    with cuda_fp32_math(tf32=False):
+        return _reference_translate(bundle, image, predict, torch.device(device))
+
+
+def _reference_translate(bundle, image, predict, device):
     from duiit.normalisation import apply_normalisation, fit_source_normalisation, unit_to_hu
     from duiit.prediction import prediction_dict
     from duiit.slices import SquareFit, from_axial, in_plane_spacing, informative, to_axial
     header = bundle.header
-    translator, predictor = bundle.translator(), bundle.predictor()
+    translator, predictor = bundle.translator().to(device), bundle.predictor().to(device)
     size = bundle.network.image_size
     axial = to_axial(image)
     source = sitk.GetArrayFromImage(axial)
@@ -128,8 +135,8 @@ def reference_translate(bundle, image: sitk.Image, predict: bool = True):
     ct = np.empty(unit.shape, dtype=np.float32)
     fakes = []
     for k in range(depth):
-        fake = translator.to_target(fit.to_network(torch.from_numpy(unit[k:k + 1])[:, None]))
-        ct[k] = fit.from_network(unit_to_hu(fake, header["normalisation"]["target"]))[0, 0].detach().numpy()
+        fake = translator.to_target(fit.to_network(torch.from_numpy(unit[k:k + 1])[:, None]).to(device))
+        ct[k] = fit.from_network(unit_to_hu(fake, header["normalisation"]["target"]))[0, 0].detach().cpu().numpy()
         fakes.append(fake.detach())
     out = sitk.GetImageFromArray(ct)
     out.CopyInformation(axial)
@@ -140,7 +147,8 @@ def reference_translate(bundle, image: sitk.Image, predict: bool = True):
     keep = torch.nonzero(informative(slices))[:, 0].tolist()
     scale = header.get("regression_scale", [0.0, 1.0])
     if header["task"] == "classification":
-        outputs = np.stack([torch.softmax(predictor(slices[k:k + 1]), dim=1)[0].detach().numpy() for k in keep])
+        outputs = np.stack([torch.softmax(predictor(slices[k:k + 1]), dim=1)[0].cpu().detach().numpy()
+                            for k in keep])
     else:
         outputs = np.array([float(predictor(slices[k:k + 1])[0, 0].detach()) * scale[1] + scale[0] for k in keep])
     orientation = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())

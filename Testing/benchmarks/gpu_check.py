@@ -34,22 +34,17 @@ TARGET_S = 2.0
 def variants(compile_: bool) -> dict:
     from duiit.translate import FastPath
     out = {
-        "fp32 (TF32 off)": (FastPath(precision="fp32"), False),
-        "fp32 (TF32 on)": (FastPath(precision="fp32"), True),
-        "bf16": (FastPath(precision="bf16", channels_last=False), True),
-        "bf16 + channels_last": (FastPath(precision="bf16", channels_last=True), True),
-        "fp16": (FastPath(precision="fp16", channels_last=False), True),
-        "fp16 + channels_last": (FastPath(precision="fp16", channels_last=True), True),
+        "fp32 (TF32 off)": FastPath(precision="fp32"),
+        "fp32 (TF32 on)": FastPath(precision="fp32", tf32=True),
+        "bf16": FastPath(precision="bf16", channels_last=False),
+        "bf16 + channels_last": FastPath(precision="bf16", channels_last=True),
+        "fp16": FastPath(precision="fp16", channels_last=False),
+        "fp16 + channels_last": FastPath(precision="fp16", channels_last=True),
     }
     if compile_:
-        out["bf16 + compile"] = (FastPath(precision="bf16", channels_last=False, compile=True), True)
-        out["fp16 + compile"] = (FastPath(precision="fp16", channels_last=False, compile=True), True)
+        out["bf16 + compile"] = FastPath(precision="bf16", channels_last=False, compile=True)
+        out["fp16 + compile"] = FastPath(precision="fp16", channels_last=False, compile=True)
     return out
-
-
-def _tf32(enabled: bool):
-    torch.backends.cudnn.allow_tf32 = enabled
-    torch.backends.cuda.matmul.allow_tf32 = enabled
 
 
 def fidelity(bundle, device, options, shape) -> list:
@@ -60,8 +55,7 @@ def fidelity(bundle, device, options, shape) -> list:
     truth = sitk.GetArrayFromImage(translate_volume(bundle, image, device="cpu").ct)
     cpu_s = time.perf_counter() - started
     rows = []
-    for name, (fast, tf32) in options.items():
-        _tf32(tf32)
+    for name, fast in options.items():
         try:
             result = translate_volume(bundle, image, device=device, fast=fast)
         except Exception as exc:  # a variant that does not run is reported, not fatal
@@ -76,7 +70,6 @@ def fidelity(bundle, device, options, shape) -> list:
                      "same_geometry": result.ct.GetSize() == image.GetSize()
                      and result.ct.GetDirection() == image.GetDirection()
                      and result.ct.GetOrigin() == image.GetOrigin() and result.ct.GetSpacing() == image.GetSpacing()})
-    _tf32(True)
     for row in rows:
         row["cpu_reference_s"] = cpu_s
         row["shape"] = list(shape)
@@ -88,8 +81,7 @@ def speed(bundle_path, device, options, shape, repeats) -> list:
     from duiit.translate import translate_volume
     image = head_volume(shape)
     rows = []
-    for name, (fast, tf32) in options.items():
-        _tf32(tf32)
+    for name, fast in options.items():
         bundle = load_bundle(bundle_path)  # a fresh object: nothing prepared yet
         try:
             torch.cuda.synchronize(device)
@@ -111,7 +103,6 @@ def speed(bundle_path, device, options, shape, repeats) -> list:
                      "all_s": times, "slices_per_s": shape[0] / median(times),
                      "gpu_peak_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20,
                      "meets_target": median(times) < TARGET_S})
-    _tf32(True)
     return rows
 
 
@@ -143,7 +134,8 @@ def recommend(fidelity_rows, speed_rows) -> dict:
     name = best["variant"]
     precision = "bf16" if "bf16" in name else "fp16" if "fp16" in name else "fp32"
     advice = (f"fastest passing variant: {name} ({best['median_s']:.3f} s per {'x'.join(map(str, best['shape'][::-1]))} volume); in "
-              f"duiit/translate.py set CUDA_AUTO_PRECISION = {precision!r}; channels_last default "
+              f"duiit/translate.py set CUDA_AUTO_PRECISION = {precision!r}; TF32 "
+              f"{'on' if 'TF32 on' in name else 'off'}; channels_last default "
               f"{'on' if 'channels_last' in name else 'off'}; compile {'on' if 'compile' in name else 'off'}")
     return {"variant": name, "precision": precision, "median_s": best["median_s"], "advice": advice}
 
@@ -213,12 +205,9 @@ def main(argv=None) -> dict:
             data[part] = run()
             print(f"[gpu_check] {part}: {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
         data["recommendation"] = recommend(data["fidelity"], data["speed"])
-        chosen = data["recommendation"].get("variant") or "fp32 (TF32 on)"
+        chosen = data["recommendation"].get("variant") or "fp32 (TF32 off)"
         data["batch_variant"] = chosen
-        fast, tf32 = options[chosen]
-        _tf32(tf32)
-        data["batch_sizes"] = batch_sizes(bundle_path, device, fast, speed_shape, max(2, args.repeats - 2))
-        _tf32(True)
+        data["batch_sizes"] = batch_sizes(bundle_path, device, options[chosen], speed_shape, max(2, args.repeats - 2))
     md = markdown(data)
     paths = write_results("gpu_check" + ("_quick" if args.quick else ""), md, data, args.results_dir)
     print(md)

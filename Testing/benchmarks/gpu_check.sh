@@ -14,7 +14,8 @@
 #   run(command="bash Testing/benchmarks/gpu_check.sh", carry=[".whl"], timeout_s=590)
 # Options through the environment: GPU_CHECK_COMPILE=1 adds the torch.compile variants (about a minute each);
 # GPU_CHECK_SKIP="pytest speed" skips steps; GPU_CHECK_STEP_S=N stops a step after N seconds and goes on with the
-# next (a lease is short: one slow step should not cost the others); PYTHON=... picks the interpreter (default python3).
+# next (a lease is short: one slow step should not cost the others); GPU_CHECK_SPEED_ARGS="--only translation"
+# passes flags to the speed benchmark; PYTHON=... picks the interpreter (default python3).
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
@@ -53,7 +54,8 @@ if ! skip gpu_check; then
 fi
 if ! skip speed; then
   step "3. speed benchmark on CUDA"
-  limited "$PY" -m Testing.benchmarks.speed --device cuda --results-dir "$RESULTS" 2>&1 | tee -a "$LOG" || status=1
+  # shellcheck disable=SC2086
+  limited "$PY" -m Testing.benchmarks.speed --device cuda --results-dir "$RESULTS" ${GPU_CHECK_SPEED_ARGS:-} 2>&1 | tee -a "$LOG" || status=1
 fi
 step "done (status $status); results in $RESULTS"
 exit $status

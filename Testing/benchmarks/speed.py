@@ -77,7 +77,7 @@ def translation(device, config, folder) -> list:
         image = head_volume((slices, height, width))
         variants = {
             "duiit": lambda: _sync(device, translate_volume(_cold(bundle), image, device=device)),
-            "plain": lambda: reference_translate(bundle, image),
+            "plain": lambda: _sync(device, reference_translate(bundle, image, device=device)),
         }
         if preset == "small" and config["threads_variant"] and torch.get_num_threads() > 1:
             # on a busy machine the thread count matters more than anything else: both paths at 1 thread too
@@ -88,8 +88,6 @@ def translation(device, config, folder) -> list:
             standardising = with_mr_standard(bundle, image)
             variants["duiit, MR standard"] = lambda: _sync(device, translate_volume(_cold(standardising), image,
                                                                                     device=device))
-        if device.type == "cuda":  # the plain reference stays on the CPU's fp32 maths: move it to the GPU
-            variants["plain"] = lambda: _plain_on(device, bundle, image)
         times = interleaved(variants, repeats, warmup=1 if preset == "small" else config["reference_warmup"])
         for name, values in times.items():
             against = ("plain, 1 thread" if name.endswith("1 thread") else
@@ -129,29 +127,6 @@ def _with_threads(n, fn):
         return fn()
     finally:
         torch.set_num_threads(before)
-
-
-def _plain_on(device, bundle, image):
-    """The plain reference with its networks on `device` (CUDA): same per-slice loop, fp32, autograd on."""
-    import SimpleITK as sitk
-    from duiit.normalisation import apply_normalisation, fit_source_normalisation, unit_to_hu
-    from duiit.slices import from_axial, informative, resize, to_axial, volume_to_slices
-    translator, predictor = bundle.translator().to(device), bundle.predictor().to(device)
-    axial = to_axial(image)
-    source = sitk.GetArrayFromImage(axial)
-    unit = apply_normalisation(source, fit_source_normalisation(source, bundle.header))
-    ct, fakes = np.empty(unit.shape, np.float32), []
-    for k in range(unit.shape[0]):
-        fake = translator.to_target(volume_to_slices(unit[k:k + 1], bundle.network.image_size).to(device))
-        ct[k] = resize(unit_to_hu(fake, bundle.header["normalisation"]["target"]),
-                       unit.shape[1:])[0, 0].detach().cpu().numpy()
-        fakes.append(fake.detach())
-    slices = torch.cat(fakes)
-    for k in torch.nonzero(informative(slices))[:, 0].tolist():
-        torch.softmax(predictor(slices[k:k + 1]), dim=1).detach().cpu()
-    out = sitk.GetImageFromArray(ct)
-    out.CopyInformation(axial)
-    return from_axial(out, image)
 
 
 # -- 2. training ----------------------------------------------------------------------------------------
@@ -224,10 +199,8 @@ def memory_child(args) -> None:
     warm = head_volume((2, shape[1], shape[2]))
     if args.path == "duiit":
         run = lambda im: translate_volume(bundle, im, device=device)  # noqa: E731
-    elif device.type == "cuda":
-        run = lambda im: _plain_on(device, bundle, im)  # noqa: E731
     else:
-        run = lambda im: reference_translate(bundle, im)  # noqa: E731
+        run = lambda im: reference_translate(bundle, im, device=device)  # noqa: E731
     run(warm)
     del warm
     if device.type == "cuda":
