@@ -45,7 +45,7 @@ PY
 status=0
 if ! skip pytest; then
   step "1. CUDA tests of the translate path"
-  limited "$PY" -m pytest Testing/test_translate_fast.py -q -x -p no:cacheprovider -rs 2>&1 | tee -a "$LOG" || status=1
+  limited "$PY" -m pytest Testing/test_translate_fast.py -q -p no:cacheprovider -rs 2>&1 | tee -a "$LOG" || status=1
 fi
 if ! skip gpu_check; then
   step "2. fidelity and 512x512x300 speed (gpu_check.py)"
