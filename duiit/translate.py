@@ -50,8 +50,8 @@ BATCH_PIXELS = {"cpu": (2 ** 20, 4, 32), "cuda": (2 ** 21, 8, 64)}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # What "auto" means on CUDA, from Testing/benchmarks/results/gpu_check.md (H200, reference generator): only
 # strict fp32 keeps the 99.9th percentile |HU diff| in the head under 5 HU (0.04 HU); TF32 gave 18 HU, fp16
-# 29 HU and bf16 218 HU (the CT map's air and bone segments are 2000-4000 HU per network unit), and strict
-# fp32 still translates 512x512x300 in 1.5 s. channels_last is off: every InstanceNorm converts back to NCHW.
+# 28 HU and bf16 218 HU (the CT map's air and bone segments are 2000-4000 HU per network unit), and strict
+# fp32 still translates 512x512x300 in 1.3-1.5 s. channels_last is off: every InstanceNorm converts back to NCHW.
 CUDA_AUTO_PRECISION = "fp32"
 CUDA_CHANNELS_LAST = False
 

@@ -207,7 +207,8 @@ def main(argv=None) -> dict:
         data["recommendation"] = recommend(data["fidelity"], data["speed"])
         chosen = data["recommendation"].get("variant") or "fp32 (TF32 off)"
         data["batch_variant"] = chosen
-        data["batch_sizes"] = batch_sizes(bundle_path, device, options[chosen], speed_shape, max(2, args.repeats - 2))
+        data["batch_sizes"] = batch_sizes(bundle_path, device, options[chosen], speed_shape,
+                                          max(2, args.repeats - 2))
     md = markdown(data)
     paths = write_results("gpu_check" + ("_quick" if args.quick else ""), md, data, args.results_dir)
     print(md)

@@ -237,7 +237,6 @@ def loss_summary(history: list, fraction: float = 0.1) -> dict:
 
 def train_one(method: str, seed: int, args, cohort, network, device, work: Path) -> dict:
     """Train one method/seed; returns its record, and writes a bundle when it has a translator."""
-    import torch
     from duiit.bundle import save_bundle
     from duiit.distributed import unwrap
     from duiit.training import Trainer, TrainingOptions
