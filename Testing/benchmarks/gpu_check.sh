@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 5 in one go, on a machine with an NVIDIA GPU (about 6-8 minutes on one H100):
-#   1. the CUDA tests of the translate path (Testing/test_translate_fast.py: fp32 on CUDA = the CPU's HU,
-#      pinned and plain copies, error map, bf16/fp16 +- channels_last run and stay close, geometry exact);
+# The GPU checks of issue 5 in one go, on a machine with an NVIDIA GPU (about 3 minutes on one H200, 2026-11-27,
+# plus 2-3 minutes for the lease to start and copy the tree):
+#   1. the CUDA tests of the translate path (Testing/test_translate_fast.py: the default and fp32 on CUDA = the
+#      CPU's HU, pinned and plain copies, error map; TF32, bf16/fp16 +- channels_last run and stay close in the
+#      bulk; geometry exact);
 #   2. Testing/benchmarks/gpu_check.py: bf16/fp16/channels_last(/compile) fidelity against fp32 at the reference
 #      generator (99.9th percentile |HU diff| inside the head < 5 HU) and the 512x512x300 end-to-end time
 #      (target < 2 s), with a recommendation for CUDA_AUTO_PRECISION in duiit/translate.py;
