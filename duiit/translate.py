@@ -525,8 +525,9 @@ def predict_volume(bundle: Bundle, ct_image: sitk.Image, device="auto") -> dict:
                               bundle.network.image_size, in_plane_spacing(axial))
     header = bundle.header
     keep = informative(slices)
-    outputs = run_predictor(predictor, slices[keep], header["task"], header.get("regression_scale", [0.0, 1.0]),
-                            device)
+    with cuda_fp32_math(tf32=False):  # as translation's default: the same outputs as on the CPU
+        outputs = run_predictor(predictor, slices[keep], header["task"], header.get("regression_scale", [0.0, 1.0]),
+                                device)
     to_input = AxialLayout.of(ct_image).slice_index
     indices = [to_input(int(n)) for n in torch.nonzero(keep)[:, 0]]
     return prediction_dict(outputs, header["task"], header.get("label_names") or [], indices)
