@@ -137,10 +137,12 @@ def test_train_all_methods_with_report(mr_cohort, tmp_path):
         out = tmp_path / f"{method}.duiit"
         result = run_cli("train", "--manifest", mr_cohort, "--source", "MR", "--task", "classification",
                          "--method", method, "-o", out, "--iterations", "2", "--report", tmp_path / method, *TINY,
-                         *(["--no-mr-standard"] if method == "cyclegan" else []))
+                         *(["--no-mr-standard"] if method == "cyclegan" else []),
+                         *(["--mr-contrast-jitter", "0.1"] if method == "naive" else []))
         assert result.returncode == 0, result.stderr
         header = read_header(out)
         assert header["method"] == method
+        assert header["training"]["mr_contrast_jitter"] == (0.1 if method == "naive" else 0.0)
         # the MR histogram standard is kept unless asked not to (trained_bundle: test_bundle)
         assert ("standard" in header["normalisation"]["source"]) == (method != "cyclegan")
         assert (tmp_path / method / "report.html").exists() and (tmp_path / method / "losses.png").exists()

@@ -7,8 +7,8 @@ import torch
 
 from dicom_factory import pet_tags, write_series
 from duiit.dicom_series import find_series
-from duiit.normalisation import (apply_normalisation, apply_standardisation, fit_normalisation, hu_to_unit,
-                                  learn_standard, normalise, standardise_record, unit_to_hu)
+from duiit.normalisation import (apply_normalisation, apply_standardisation, bend_standard, fit_normalisation,
+                                  hu_to_unit, learn_standard, normalise, standardise_record, unit_to_hu)
 from duiit.suv import suv_factor
 from duiit.volume_io import read_volume
 
@@ -106,6 +106,17 @@ def test_mr_standardisation_is_monotone_the_same_in_torch_and_absent_without_a_s
     numpy_map = apply_standardisation(values, standardised)
     assert np.all(np.diff(numpy_map) >= 0) and numpy_map[0] == -1.0 and numpy_map[-1] == 1.0
     assert np.allclose(apply_standardisation(torch.from_numpy(values), standardised).numpy(), numpy_map, atol=1e-6)
+
+
+def test_a_bent_standard_keeps_its_ends_and_order_and_moves_the_contrast_between():
+    standard = [-0.8, -0.45, -0.2, 0.0, 0.2, 0.45, 0.9, 1.4]
+    assert np.allclose(bend_standard(standard, 1.0), standard)
+    brighter, darker = bend_standard(standard, 0.85), bend_standard(standard, 1.15)
+    for bent in (brighter, darker):
+        assert all(b > a for a, b in zip(bent, bent[1:]))
+    inside = [i for i, u in enumerate(standard) if -1.0 < u < 1.0]  # (above 1, fat, the bend reverses)
+    assert all(brighter[i] > standard[i] > darker[i] for i in inside)
+    assert bend_standard([-1.0, 1.0], 0.7) == [-1.0, 1.0]  # background and the two-point top stay put
 
 
 def test_mr_scaling_is_robust_to_outliers():

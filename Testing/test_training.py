@@ -11,6 +11,7 @@ from duiit.errors import DuiitError
 from duiit.losses import task_loss
 from duiit.manifest import read_manifest
 from duiit.networks import NetworkConfig
+from duiit.normalisation import bend_standard
 from duiit.phantom import write_phantom_cohort
 from duiit.structure import structure_loss
 from duiit.training import Trainer, TrainingOptions, balancing_weights, task_weight
@@ -40,6 +41,28 @@ def test_mr_volumes_are_mapped_onto_one_standard_unless_asked_not_to(mr_cohort, 
     assert not any("standardisation" in c["normalisation"] for c in plain.summary["cases"])
     assert torch.equal(plain.target_train.images, cohort.target_train.images)  # CT is never touched
     assert not torch.equal(plain.source_train.images, cohort.source_train.images)
+
+
+def test_contrast_jitter_bends_the_standard_per_mr_volume_reproducibly(mr_cohort, cohort):
+    def jittered(seed):
+        return build_cohort(read_manifest(mr_cohort), "MR", "CT", "classification", NETWORK.image_size, seed=seed,
+                            mr_contrast_jitter=0.15)
+    first, again, other_seed = jittered(0), jittered(0), jittered(1)
+    assert first.source_standard == cohort.source_standard  # the standard itself, as translation uses it
+    mr = [c["normalisation"] for c in first.summary["cases"] if c["modality"] == "MR"]
+    gammas = [r["contrast_gamma"] for r in mr]
+    assert all(0.85 <= g <= 1.15 for g in gammas) and len(set(gammas)) == len(gammas)
+    for record in mr:
+        assert np.allclose(record["standardisation"]["to_unit"][1:-1],
+                           bend_standard(cohort.source_standard, record["contrast_gamma"]))
+    assert torch.equal(first.source_train.images, again.source_train.images)
+    assert torch.equal(first.target_train.images, cohort.target_train.images)  # CT is never touched
+    assert not torch.equal(first.source_train.images, cohort.source_train.images)
+    assert gammas != [r["normalisation"]["contrast_gamma"] for r in other_seed.summary["cases"]
+                      if r["modality"] == "MR"]
+    with pytest.raises(DuiitError, match="contrast jitter"):
+        build_cohort(read_manifest(mr_cohort), "MR", "CT", "classification", NETWORK.image_size, seed=0,
+                     mr_contrast_jitter=1.0)
 
 
 def trainer_for(cohort, tmp_path=None, **options):

@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep each MR volume's own histogram shape (two-point scaling only) instead of mapping it "
                         "onto the training MR volumes' standard; for MR from one scanner, where the standard "
                         "adds nothing to training (default: map, and the bundle maps every MR it translates)")
+    p.add_argument("--mr-contrast-jitter", type=float, default=0.0, metavar="G",
+                   help="map each training MR volume onto the standard bent by a gamma of its own, drawn from "
+                        "[1-G, 1+G], so that the standard aligns scanners without making every volume alike "
+                        "(e.g. 0.15; default 0: off; translation always maps onto the plain standard)")
     p.add_argument("--classes", help="comma-separated class names (default: the labels found)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -160,7 +164,8 @@ def cmd_train(args):
                               task_floor=args.task_floor, guide_classes=args.guide_classes,
                               guide_predictor=args.guide_predictor, lambda_structure=args.lambda_structure,
                               translator_ema=args.translator_ema, checkpoint_every=args.checkpoint_every,
-                              seed=args.seed, mr_standard=not args.no_mr_standard)
+                              seed=args.seed, mr_standard=not args.no_mr_standard,
+                              mr_contrast_jitter=args.mr_contrast_jitter)
     progress = Progress(json_lines=args.progress_json)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:

@@ -1,5 +1,6 @@
 """Datasets and splits: manifest cases -> labelled axial slices, split by patient (never by slice)."""
 
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from .dicom_series import find_series
 from .errors import DuiitError
 from .manifest import UNLABELLED, Case
-from .normalisation import apply_normalisation, fit_normalisation, learn_standard, standardise_record
+from .normalisation import apply_normalisation, bend_standard, fit_normalisation, learn_standard, standardise_record
 from .slices import in_plane_spacing, informative, to_axial, volume_to_slices
 from .volume_io import read_volume
 
@@ -182,9 +183,12 @@ def assign_splits(cases: list[Case], target: str, seed: int, stratify: bool = Tr
 
 
 def build_cohort(cases: list[Case], source: str, target: str, task: str, image_size: int, seed: int,
-                 classes=None, progress=None, mr_standard: bool = True) -> Cohort:
+                 classes=None, progress=None, mr_standard: bool = True, mr_contrast_jitter: float = 0.0) -> Cohort:
     """`mr_standard`: map each MR source volume's histogram onto the training MR volumes' standard
-    (normalisation.learn_standard)."""
+    (normalisation.learn_standard); `mr_contrast_jitter` > 0: onto that standard bent by a gamma of its own
+    (contrast_gamma), so that the standard aligns the volumes without making them all alike."""
+    if not 0.0 <= mr_contrast_jitter < 1.0:
+        raise DuiitError(f"the MR contrast jitter must be in [0, 1), not {mr_contrast_jitter}")
     cases = [c for c in cases if c.modality in (source, target)]
     for case in cases:
         if not case.labelled and case.modality != target:
@@ -208,8 +212,13 @@ def build_cohort(cases: list[Case], source: str, target: str, task: str, image_s
         if progress:
             progress(n, len(cases), case)
         split = splits.get(case.patient_id, "train") or "train"
-        slices, labels, record = load_case(case, image_size, task, label_names,
-                                           standard if case.modality == source else None)
+        case_standard, gamma = standard if case.modality == source else None, None
+        if case_standard and mr_contrast_jitter:
+            gamma = contrast_gamma(case, seed, mr_contrast_jitter)
+            case_standard = bend_standard(case_standard, gamma)
+        slices, labels, record = load_case(case, image_size, task, label_names, case_standard)
+        if gamma is not None:
+            record["contrast_gamma"] = gamma
         key = f"{'target' if case.modality == target else 'source'}_{split}"
         parts[key].append(SliceSet(slices, labels, torch.zeros(len(labels), dtype=torch.long), [case]))
         records.append({"patient_id": case.patient_id, "path": str(case.path), "modality": case.modality,
@@ -225,6 +234,13 @@ def build_cohort(cases: list[Case], source: str, target: str, task: str, image_s
                "patients": {k: sorted({c.patient_id for c in v.cases}) for k, v in sets.items()}}
     return Cohort(task, label_names, sets["target_train"], sets["target_val"], sets["target_test"],
                   sets["source_train"], scale, summary, sets["target_unlabelled"], standard)
+
+
+def contrast_gamma(case: Case, seed: int, jitter: float) -> float:
+    """One gamma per source volume and seed, uniform in [1 - jitter, 1 + jitter]: the same in every run with
+    that seed, whatever the manifest's order."""
+    rng = np.random.default_rng([seed, zlib.crc32(f"{case.path}|{case.series_uid or ''}".encode())])
+    return float(rng.uniform(1.0 - jitter, 1.0 + jitter))
 
 
 def _concat_or_empty(parts, image_size, task) -> SliceSet:

@@ -59,6 +59,7 @@ class TrainingOptions:
     guide_classes: str = ""          # classification: comma-separated classes whose slices steer G ("": all)
     guide_predictor: str = "joint"   # which C steers G: the joint one, or one trained on real target only
     mr_standard: bool = True         # MR histograms mapped onto the training volumes' (normalisation)
+    mr_contrast_jitter: float = 0.0  # > 0: each training MR onto the standard bent by its own gamma (cohort)
     pool_size: int = 50
     checkpoint_every: int = 100
     seed: int = 0

@@ -30,7 +30,8 @@ def run_training(manifest, output, options: TrainingOptions, network: NetworkCon
         if progress and context.is_main:
             progress.event("loading", cases=len(cases), message=f"reading {len(cases)} volumes")
         cohort = build_cohort(cases, options.source, options.target, options.task, network.image_size,
-                              options.seed, classes=classes, mr_standard=options.mr_standard)
+                              options.seed, classes=classes, mr_standard=options.mr_standard,
+                              mr_contrast_jitter=options.mr_contrast_jitter)
         if len(cohort.source_train) == 0 and options.method != "target-only":
             raise DuiitError(f"method {options.method} needs {options.source} cases; the manifest has none")
         trainer = Trainer(cohort, options, network, torch_device, context, progress, checkpoint_path(output))

@@ -249,7 +249,7 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
                               lambda_identity=args.lambda_identity, guide_classes=args.guide_classes,
                               guide_predictor=args.guide_predictor, lambda_structure=args.lambda_structure,
                               translator_ema=args.translator_ema, mr_standard=not args.no_mr_standard,
-                              checkpoint_every=10 ** 9)
+                              mr_contrast_jitter=args.mr_contrast_jitter, checkpoint_every=10 ** 9)
     curve, paused = [], [0.0]
 
     def fidelity_curve(phase, iteration, total):
@@ -649,7 +649,8 @@ def _render_run(n: int, run: dict) -> list:
            f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}, "
            f"discriminator layers {run['settings']['network']['discriminator_layers']}, head depth rings "
            f"{_head_depth(run['settings']['network'])}, MR histogram standard "
-           f"{'on' if run['settings'].get('mr_standard') else 'off'}, seeds "
+           f"{'on' if run['settings'].get('mr_standard') else 'off'}"
+           f"{_contrast_jitter(run['settings'])}, seeds "
            f"{run['settings']['seeds']}",
            f"- Cohort: {c['what']}.",
            "  " + "; ".join(c["caveats"]) + ".",
@@ -762,6 +763,11 @@ def _head_depth(network: dict) -> str:
     return f"G/F {generator}, D {discriminator}" if generator else str(discriminator)
 
 
+def _contrast_jitter(settings: dict) -> str:
+    jitter = settings.get("mr_contrast_jitter", 0.0)
+    return f" (each training MR bent by a gamma in [{1 - jitter:g}, {1 + jitter:g}])" if jitter else ""
+
+
 def _num(value):
     return "–" if value is None else f"{value:.3f}"
 
@@ -827,6 +833,8 @@ def parse_args(argv=None):
                    help="G's task loss per slice counts only above this (0: the plain loss)")
     p.add_argument("--no-mr-standard", action="store_true",
                    help="no MR histogram standardisation (as duiit train --no-mr-standard; runs before 150)")
+    p.add_argument("--mr-contrast-jitter", type=float, default=0.0, metavar="G",
+                   help="each training MR onto the standard bent by its own gamma in [1-G, 1+G] (as duiit train)")
     p.add_argument("--methods", default=",".join(BASE_METHODS),
                    help=f"comma-separated, from {', '.join(BASE_METHODS + (ABLATION,))} (default: the four methods)")
     p.add_argument("--ablation", action="store_true", help="also duiit with guidance off")
@@ -944,7 +952,7 @@ def run(argv=None) -> dict:
         if args.head_depth is not None:
             network.discriminator_head_depth = args.head_depth
         cohort = load_cohort(read_manifest(manifest), "MR", "CT", "classification", network.image_size, 0,
-                             mr_standard=not args.no_mr_standard)
+                             mr_standard=not args.no_mr_standard, mr_contrast_jitter=args.mr_contrast_jitter)
         args.manifest_path = manifest
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
         command = "python -m Testing.benchmarks.real_images " + " ".join(shlex.quote(a) for a in
@@ -959,7 +967,7 @@ def run(argv=None) -> dict:
                                "lambda_identity": args.lambda_identity, "guide_classes": args.guide_classes,
                                "guide_predictor": args.guide_predictor,
                                "lambda_structure": args.lambda_structure, "translator_ema": args.translator_ema,
-                               "mr_standard": not args.no_mr_standard,
+                               "mr_standard": not args.no_mr_standard, "mr_contrast_jitter": args.mr_contrast_jitter,
                                "methods": args.method_list + ([FRESH] if args.fresh_predictor else []),
                                "cohort_spec": spec, "cohort_seed": args.cohort_seed, "quick": args.quick},
                   "cohort": cohort_description(manifest, cohort), "records": []}
