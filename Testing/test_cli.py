@@ -14,6 +14,7 @@ import SimpleITK as sitk
 from conftest import ROOT, TINY, run_cli, run_cli_process, run_torchrun
 from dicom_factory import write_series
 from duiit.bundle import read_header
+from duiit.normalisation import MR_CONTRAST_JITTER
 from duiit.phantom import head_phantom
 
 
@@ -142,7 +143,7 @@ def test_train_all_methods_with_report(mr_cohort, tmp_path):
         assert result.returncode == 0, result.stderr
         header = read_header(out)
         assert header["method"] == method
-        assert header["training"]["mr_contrast_jitter"] == (0.1 if method == "naive" else 0.0)
+        assert header["training"]["mr_contrast_jitter"] == (0.1 if method == "naive" else MR_CONTRAST_JITTER)
         # the MR histogram standard is kept unless asked not to (trained_bundle: test_bundle)
         assert ("standard" in header["normalisation"]["source"]) == (method != "cyclegan")
         assert (tmp_path / method / "report.html").exists() and (tmp_path / method / "losses.png").exists()

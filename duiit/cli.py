@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from .errors import DuiitError
+from .normalisation import MR_CONTRAST_JITTER
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
 
@@ -64,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep each MR volume's own histogram shape (two-point scaling only) instead of mapping it "
                         "onto the training MR volumes' standard; for MR from one scanner, where the standard "
                         "adds nothing to training (default: map, and the bundle maps every MR it translates)")
-    p.add_argument("--mr-contrast-jitter", type=float, default=0.0, metavar="G",
+    p.add_argument("--mr-contrast-jitter", type=float, default=MR_CONTRAST_JITTER, metavar="G",
                    help="map each training MR volume onto the standard bent by a gamma of its own, drawn from "
                         "[1-G, 1+G], so that the standard aligns scanners without making every volume alike "
-                        "(e.g. 0.15; default 0: off; translation always maps onto the plain standard)")
+                        f"(default {MR_CONTRAST_JITTER}; 0: off; translation always maps onto the plain standard)")
     p.add_argument("--classes", help="comma-separated class names (default: the labels found)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

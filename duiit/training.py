@@ -24,6 +24,7 @@ from .distributed import DistributedContext, any_rank, gather_to_main, unwrap, w
 from .errors import DuiitError
 from .image_pool import ImagePool
 from .losses import gan_loss, task_loss
+from .normalisation import MR_CONTRAST_JITTER
 from .networks import (CycleTranslator, Discriminators, NetworkConfig, SlicePredictor, init_weights,
                        predictor_outputs)
 from .prediction import evaluate
@@ -59,7 +60,7 @@ class TrainingOptions:
     guide_classes: str = ""          # classification: comma-separated classes whose slices steer G ("": all)
     guide_predictor: str = "joint"   # which C steers G: the joint one, or one trained on real target only
     mr_standard: bool = True         # MR histograms mapped onto the training volumes' (normalisation)
-    mr_contrast_jitter: float = 0.0  # > 0: each training MR onto the standard bent by its own gamma (cohort)
+    mr_contrast_jitter: float = MR_CONTRAST_JITTER  # each training MR onto the standard bent by its own gamma
     pool_size: int = 50
     checkpoint_every: int = 100
     seed: int = 0

@@ -51,6 +51,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from duiit.normalisation import MR_CONTRAST_JITTER  # noqa: E402 (after the path above)
+
 RUN_ALL = {"forwards": ["--quick"]}  # for run_all (read from the source, not imported)
 BASE_METHODS = ("target-only", "naive", "cyclegan", "duiit")
 ABLATION = "duiit-noguide"
@@ -833,8 +835,9 @@ def parse_args(argv=None):
                    help="G's task loss per slice counts only above this (0: the plain loss)")
     p.add_argument("--no-mr-standard", action="store_true",
                    help="no MR histogram standardisation (as duiit train --no-mr-standard; runs before 150)")
-    p.add_argument("--mr-contrast-jitter", type=float, default=0.0, metavar="G",
-                   help="each training MR onto the standard bent by its own gamma in [1-G, 1+G] (as duiit train)")
+    p.add_argument("--mr-contrast-jitter", type=float, default=MR_CONTRAST_JITTER, metavar="G",
+                   help="each training MR onto the standard bent by its own gamma in [1-G, 1+G] (as duiit train; "
+                        f"default {MR_CONTRAST_JITTER}; 0 before run 167)")
     p.add_argument("--methods", default=",".join(BASE_METHODS),
                    help=f"comma-separated, from {', '.join(BASE_METHODS + (ABLATION,))} (default: the four methods)")
     p.add_argument("--ablation", action="store_true", help="also duiit with guidance off")
