@@ -183,7 +183,8 @@ def assign_splits(cases: list[Case], target: str, seed: int, stratify: bool = Tr
 
 
 def build_cohort(cases: list[Case], source: str, target: str, task: str, image_size: int, seed: int,
-                 classes=None, progress=None, mr_standard: bool = True, mr_contrast_jitter: float = 0.0) -> Cohort:
+                 classes=None, progress=None, mr_standard: bool = True,
+                 mr_contrast_jitter: float = 0.0) -> Cohort:
     """`mr_standard`: map each MR source volume's histogram onto the training MR volumes' standard
     (normalisation.learn_standard); `mr_contrast_jitter` > 0: onto that standard bent by a gamma of its own
     (contrast_gamma), so that the standard aligns the volumes without making them all alike."""
@@ -238,8 +239,9 @@ def build_cohort(cases: list[Case], source: str, target: str, task: str, image_s
 
 def contrast_gamma(case: Case, seed: int, jitter: float) -> float:
     """One gamma per source volume and seed, uniform in [1 - jitter, 1 + jitter]: the same in every run with
-    that seed, whatever the manifest's order."""
-    rng = np.random.default_rng([seed, zlib.crc32(f"{case.path}|{case.series_uid or ''}".encode())])
+    that seed, whatever the manifest's order or where the cohort's folder is."""
+    key = f"{case.patient_id}|{case.path.name}|{case.series_uid or ''}"
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode())])
     return float(rng.uniform(1.0 - jitter, 1.0 + jitter))
 
 
