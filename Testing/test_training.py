@@ -65,6 +65,18 @@ def test_contrast_jitter_bends_the_standard_per_mr_volume_reproducibly(mr_cohort
                      mr_contrast_jitter=1.0)
 
 
+def test_a_volumes_contrast_gamma_follows_the_seed_not_its_folder_or_row():
+    from pathlib import Path
+
+    from duiit.cohort import contrast_gamma
+    from duiit.manifest import Case
+    here = Case(Path("/data/a/mr_01.nii.gz"), "MR", "lesion", "P1", row=3)
+    moved = Case(Path("/elsewhere/mr_01.nii.gz"), "MR", "lesion", "P1", row=9)
+    assert contrast_gamma(here, 0, 0.15) == contrast_gamma(moved, 0, 0.15)
+    assert contrast_gamma(here, 0, 0.15) != contrast_gamma(here, 1, 0.15)
+    assert contrast_gamma(here, 0, 0.15) != contrast_gamma(Case(here.path, "MR", "lesion", "P2"), 0, 0.15)
+
+
 def trainer_for(cohort, tmp_path=None, **options):
     defaults = dict(iterations=6, batch_size=2, warmup=0.0, ramp=0.0, checkpoint_every=3, seed=3)
     return Trainer(cohort, TrainingOptions(**{**defaults, **options}), NETWORK, torch.device("cpu"),
