@@ -151,12 +151,11 @@ def test_train_arguments_and_output_layout(tmp_path):
     assert args[args.index("--source") + 1] == "PT" and args[args.index("-o") + 1] == str(tmp_path / "model.duiit")
     assert args[args.index("--method") + 1] == "cyclegan" and args[args.index("--image-size") + 1] == "64"
     assert args[args.index("--head-depth") + 1] == "0"  # the panel's default: off
-    defaults = build_parser().parse_args(["train", *args])
-    assert not defaults.no_mr_standard and defaults.mr_contrast_jitter > 0  # the panel's defaults: both on
-    settings.head_depth, settings.mr_standard, settings.mr_contrast_jitter = 10, False, False
+    assert not build_parser().parse_args(["train", *args]).no_mr_standard  # the panel's default: standardise
+    settings.head_depth, settings.mr_standard = 10, False
     parsed = build_parser().parse_args(["train", *train_arguments(settings)])  # what `duiit train` will read
     assert (parsed.head_depth, parsed.method, parsed.image_size, parsed.source) == (10, "cyclegan", 64, "PT")
-    assert parsed.no_mr_standard and parsed.mr_contrast_jitter == 0
+    assert parsed.no_mr_standard
     assert "--resume" not in args and train_arguments(settings, resume=True)[-1] == "--resume"
     assert export_arguments(settings)[0] == str(settings.model)
     assert not can_resume(settings)

@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mr-contrast-jitter", type=float, default=MR_CONTRAST_JITTER, metavar="G",
                    help="map each training MR volume onto the standard bent by a gamma of its own, drawn from "
                         "[1-G, 1+G], so that the standard aligns scanners without making every volume alike "
-                        f"(default {MR_CONTRAST_JITTER}; 0: off; translation always maps onto the plain standard)")
+                        f"(e.g. 0.15; default {MR_CONTRAST_JITTER:g}: off; translation always maps onto the plain "
+                        "standard)")
     p.add_argument("--classes", help="comma-separated class names (default: the labels found)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)

@@ -35,7 +35,6 @@ class TrainSettings:
     preset: str = "small"
     head_depth: int = 0  # rings of head depth the discriminators see (duiit train --head-depth; 0: off)
     mr_standard: bool = True  # MR histograms onto the training MR's standard (duiit train --no-mr-standard)
-    mr_contrast_jitter: bool = True  # each training MR onto its own bent standard (off: --mr-contrast-jitter 0)
     device: str = "auto"
     extra_args: list = field(default_factory=list)
 
@@ -204,7 +203,6 @@ def train_arguments(settings: TrainSettings, resume: bool = False) -> list:
         "--preset", settings.preset,
         "--head-depth", str(int(settings.head_depth)),
         *([] if settings.mr_standard else ["--no-mr-standard"]),
-        *([] if settings.mr_contrast_jitter else ["--mr-contrast-jitter", "0"]),
         "--device", settings.device or "auto",
         "--report", str(settings.report),
         *[str(a) for a in settings.extra_args],

@@ -837,7 +837,7 @@ def parse_args(argv=None):
                    help="no MR histogram standardisation (as duiit train --no-mr-standard; runs before 150)")
     p.add_argument("--mr-contrast-jitter", type=float, default=MR_CONTRAST_JITTER, metavar="G",
                    help="each training MR onto the standard bent by its own gamma in [1-G, 1+G] (as duiit train; "
-                        f"default {MR_CONTRAST_JITTER}; 0 before run 167)")
+                        f"default {MR_CONTRAST_JITTER:g})")
     p.add_argument("--methods", default=",".join(BASE_METHODS),
                    help=f"comma-separated, from {', '.join(BASE_METHODS + (ABLATION,))} (default: the four methods)")
     p.add_argument("--ablation", action="store_true", help="also duiit with guidance off")
