@@ -147,7 +147,7 @@ def _reference_translate(bundle, image, predict, device):
     keep = torch.nonzero(informative(slices))[:, 0].tolist()
     scale = header.get("regression_scale", [0.0, 1.0])
     if header["task"] == "classification":
-        outputs = np.stack([torch.softmax(predictor(slices[k:k + 1]), dim=1)[0].cpu().detach().numpy()
+        outputs = np.stack([torch.softmax(predictor(slices[k:k + 1]), dim=1)[0].detach().cpu().numpy()
                             for k in keep])
     else:
         outputs = np.array([float(predictor(slices[k:k + 1])[0, 0].detach()) * scale[1] + scale[0] for k in keep])
