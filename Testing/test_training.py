@@ -60,6 +60,14 @@ def test_contrast_jitter_bends_the_standard_per_mr_volume_reproducibly(mr_cohort
     assert not torch.equal(first.source_train.images, cohort.source_train.images)
     assert gammas != [r["normalisation"]["contrast_gamma"] for r in other_seed.summary["cases"]
                       if r["modality"] == "MR"]
+    # the benchmark keeps seed 0's split and draws the gammas per training seed
+    split_kept = build_cohort(read_manifest(mr_cohort), "MR", "CT", "classification", NETWORK.image_size, seed=0,
+                              mr_contrast_jitter=0.15, contrast_seed=1)
+    assert split_kept.summary["patients"] == first.summary["patients"]
+    assert torch.equal(split_kept.target_test.images, first.target_test.images)
+    by_patient = {r["patient_id"]: r["normalisation"].get("contrast_gamma") for r in other_seed.summary["cases"]}
+    assert [r["normalisation"]["contrast_gamma"] for r in split_kept.summary["cases"] if r["modality"] == "MR"] \
+        == [by_patient[r["patient_id"]] for r in split_kept.summary["cases"] if r["modality"] == "MR"]
     with pytest.raises(DuiitError, match="contrast jitter"):
         build_cohort(read_manifest(mr_cohort), "MR", "CT", "classification", NETWORK.image_size, seed=0,
                      mr_contrast_jitter=1.0)

@@ -184,10 +184,12 @@ def assign_splits(cases: list[Case], target: str, seed: int, stratify: bool = Tr
 
 def build_cohort(cases: list[Case], source: str, target: str, task: str, image_size: int, seed: int,
                  classes=None, progress=None, mr_standard: bool = True,
-                 mr_contrast_jitter: float = 0.0) -> Cohort:
+                 mr_contrast_jitter: float = 0.0, contrast_seed: int | None = None) -> Cohort:
     """`mr_standard`: map each MR source volume's histogram onto the training MR volumes' standard
     (normalisation.learn_standard); `mr_contrast_jitter` > 0: onto that standard bent by a gamma of its own
-    (contrast_gamma), so that the standard aligns the volumes without making them all alike."""
+    (contrast_gamma), so that the standard aligns the volumes without making them all alike. `contrast_seed`
+    draws the gammas (default: `seed`, which also splits the patients), so a benchmark can keep one split and
+    draw new gammas for each training seed."""
     if not 0.0 <= mr_contrast_jitter < 1.0:
         raise DuiitError(f"the MR contrast jitter must be in [0, 1), not {mr_contrast_jitter}")
     cases = [c for c in cases if c.modality in (source, target)]
@@ -215,7 +217,7 @@ def build_cohort(cases: list[Case], source: str, target: str, task: str, image_s
         split = splits.get(case.patient_id, "train") or "train"
         case_standard, gamma = standard if case.modality == source else None, None
         if case_standard and mr_contrast_jitter:
-            gamma = contrast_gamma(case, seed, mr_contrast_jitter)
+            gamma = contrast_gamma(case, seed if contrast_seed is None else contrast_seed, mr_contrast_jitter)
             case_standard = bend_standard(case_standard, gamma)
         slices, labels, record = load_case(case, image_size, task, label_names, case_standard)
         if gamma is not None:

@@ -767,7 +767,14 @@ def _head_depth(network: dict) -> str:
 
 def _contrast_jitter(settings: dict) -> str:
     jitter = settings.get("mr_contrast_jitter", 0.0)
-    return f" (each training MR bent by a gamma in [{1 - jitter:g}, {1 + jitter:g}])" if jitter else ""
+    draws = "drawn per training seed" if settings.get("contrast_gammas") else "one draw for all seeds"
+    return f" (each training MR bent by a gamma in [{1 - jitter:g}, {1 + jitter:g}], {draws})" if jitter else ""
+
+
+def contrast_gammas(cohort) -> dict:
+    """The gamma each training MR volume was bent by (patient -> gamma), for the record."""
+    return {case["patient_id"]: case["normalisation"]["contrast_gamma"] for case in cohort.summary["cases"]
+            if "contrast_gamma" in case["normalisation"]}
 
 
 def _num(value):
@@ -954,10 +961,17 @@ def run(argv=None) -> dict:
                 setattr(network, key, getattr(args, key))
         if args.head_depth is not None:
             network.discriminator_head_depth = args.head_depth
-        cohort = load_cohort(read_manifest(manifest), "MR", "CT", "classification", network.image_size, 0,
-                             mr_standard=not args.no_mr_standard, mr_contrast_jitter=args.mr_contrast_jitter)
-        args.manifest_path = manifest
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+
+        def cohort_for(seed):
+            """One patient split (seed 0) for every training seed; the jitter's gammas drawn per training
+            seed, as `duiit train --seed` draws them (runs before 171 drew one set with seed 0)."""
+            return load_cohort(read_manifest(manifest), "MR", "CT", "classification", network.image_size, 0,
+                               mr_standard=not args.no_mr_standard, mr_contrast_jitter=args.mr_contrast_jitter,
+                               contrast_seed=seed)
+        gammas_per_seed = args.mr_contrast_jitter > 0 and not args.no_mr_standard
+        cohort = cohort_for(seeds[0])
+        args.manifest_path = manifest
         command = "python -m Testing.benchmarks.real_images " + " ".join(shlex.quote(a) for a in
                                                                         (sys.argv[1:] if argv is None else argv))
         record = {"tag": args.tag or ("quick" if args.quick else "benchmark"), "notes": args.notes,
@@ -971,6 +985,7 @@ def run(argv=None) -> dict:
                                "guide_predictor": args.guide_predictor,
                                "lambda_structure": args.lambda_structure, "translator_ema": args.translator_ema,
                                "mr_standard": not args.no_mr_standard, "mr_contrast_jitter": args.mr_contrast_jitter,
+                               "contrast_gammas": "per training seed" if gammas_per_seed else None,
                                "methods": args.method_list + ([FRESH] if args.fresh_predictor else []),
                                "cohort_spec": spec, "cohort_seed": args.cohort_seed, "quick": args.quick},
                   "cohort": cohort_description(manifest, cohort), "records": []}
@@ -980,11 +995,15 @@ def run(argv=None) -> dict:
         errors = []
         try:
             for seed in seeds:
+                if gammas_per_seed and seed != seeds[0]:
+                    cohort = cohort_for(seed)
                 for method in args.method_list:
                     log(f"training {method} seed {seed}")
                     try:
                         result = train_one(method, seed, args, cohort, network, device, work)
                         state = result.pop("_translator_state", None)
+                        if gammas_per_seed:
+                            result["contrast_gammas"] = contrast_gammas(cohort)
                         if method in TRANSLATING:
                             result["fidelity"] = fidelity(result["bundle"], manifest, str(device))
                             result.pop("bundle")
