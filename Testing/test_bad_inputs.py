@@ -121,10 +121,18 @@ def test_class_with_no_cases(tmp_path):
 
 
 @pytest.mark.parametrize("option, value", [("--task-floor", "-1"), ("--lambda-structure", "-1"),
-                                           ("--translator-ema", "-0.5"), ("--translator-ema", "1")])
+                                           ("--translator-ema", "-0.5"), ("--translator-ema", "1"),
+                                           ("--mr-contrast-jitter", "1"), ("--mr-contrast-jitter", "-0.1")])
 def test_out_of_range_training_weights_are_refused(tmp_path, option, value):
     out = tmp_path / "m.duiit"
     assert_clean_error(train(manifest(tmp_path, good_rows(tmp_path)), out, option, value), option, "0 ", value)
+    assert not out.exists()
+
+
+def test_contrast_jitter_without_the_mr_standard_is_refused(tmp_path):
+    out = tmp_path / "m.duiit"
+    result = train(manifest(tmp_path, good_rows(tmp_path)), out, "--mr-contrast-jitter", "0.1", "--no-mr-standard")
+    assert_clean_error(result, "--mr-contrast-jitter", "--no-mr-standard")
     assert not out.exists()
 
 

@@ -150,6 +150,28 @@ def test_a_carried_cohort_is_reused_as_built(quick, tmp_path):
         assert refused.returncode == 2 and f"{flag} cannot change it" in refused.stderr
 
 
+def test_the_contrast_jitter_draws_new_gammas_for_each_training_seed(quick, tmp_path):
+    """As `duiit train --seed` does, so that seeds measure the jitter's average, not one draw; one patient
+    split for all seeds."""
+    _, data, _, _ = quick
+    work = next(p for p in data["runs"][0]["command"].split() if "bench_work" in p)
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "Testing.benchmarks.real_images", "--quick", "--cohort",
+                             os.path.join(work, "cohort"), "--methods", "cyclegan", "--seeds", "2",
+                             "--mr-contrast-jitter", "0.15", "--image-size", "32", "--no-fresh-predictor",
+                             "--out", str(out)],
+                            capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=300,
+                            env=os.environ.copy())
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((out / "real_images.json").read_text())["runs"][0]
+    first, second = (r["contrast_gammas"] for r in run["records"])
+    assert first.keys() == second.keys()
+    assert len(first) == run["cohort"]["counts_by_split"]["source_train"]["patients"]
+    assert all(0.85 <= g <= 1.15 for g in [*first.values(), *second.values()]) and first != second
+    assert run["settings"]["contrast_gammas"] == "per training seed"
+    assert "drawn per training seed" in (out / "real_images.md").read_text()
+
+
 def test_the_oracle_intensity_map_inverts_a_one_to_one_mr_and_not_an_ambiguous_one():
     from Testing.benchmarks.real_images import oracle_intensity_map
     rng = np.random.default_rng(0)

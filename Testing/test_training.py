@@ -71,6 +71,9 @@ def test_contrast_jitter_bends_the_standard_per_mr_volume_reproducibly(mr_cohort
     with pytest.raises(DuiitError, match="contrast jitter"):
         build_cohort(read_manifest(mr_cohort), "MR", "CT", "classification", NETWORK.image_size, seed=0,
                      mr_contrast_jitter=1.0)
+    with pytest.raises(DuiitError, match="MR standard is off"):
+        build_cohort(read_manifest(mr_cohort), "MR", "CT", "classification", NETWORK.image_size, seed=0,
+                     mr_standard=False, mr_contrast_jitter=0.1)
 
 
 def test_a_volumes_contrast_gamma_follows_the_seed_not_its_folder_or_row():

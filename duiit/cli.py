@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="map each training MR volume onto the standard bent by a gamma of its own, drawn from "
                         "[1-G, 1+G], so that the standard aligns scanners without making every volume alike "
                         f"(e.g. 0.15; default {MR_CONTRAST_JITTER:g}: off; translation always maps onto the plain "
-                        "standard)")
+                        "standard; not with --no-mr-standard)")
     p.add_argument("--classes", help="comma-separated class names (default: the labels found)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -160,6 +160,10 @@ def cmd_train(args):
         raise DuiitError(f"--lambda-structure {args.lambda_structure}: must be 0 or more")
     if not 0 <= args.translator_ema < 1:
         raise DuiitError(f"--translator-ema {args.translator_ema}: must be 0 (off) or more, and below 1")
+    if not 0 <= args.mr_contrast_jitter < 1:
+        raise DuiitError(f"--mr-contrast-jitter {args.mr_contrast_jitter}: must be 0 (off) or more, and below 1")
+    if args.mr_contrast_jitter and (args.no_mr_standard or args.source != "MR"):
+        raise DuiitError("--mr-contrast-jitter bends the MR standard: it needs an MR source and no --no-mr-standard")
     options = TrainingOptions(method=args.method, task=args.task, source=args.source, target=args.target,
                               iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
                               lambda_task=args.lambda_task, warmup=args.warmup, guidance=not args.no_guidance,

@@ -192,6 +192,9 @@ def build_cohort(cases: list[Case], source: str, target: str, task: str, image_s
     draw new gammas for each training seed."""
     if not 0.0 <= mr_contrast_jitter < 1.0:
         raise DuiitError(f"the MR contrast jitter must be in [0, 1), not {mr_contrast_jitter}")
+    if mr_contrast_jitter and not (source == "MR" and mr_standard):
+        raise DuiitError("the MR contrast jitter bends the MR standard, which this training does not use "
+                         f"({'the MR standard is off' if source == 'MR' else f'the source is {source}'})")
     cases = [c for c in cases if c.modality in (source, target)]
     for case in cases:
         if not case.labelled and case.modality != target:
