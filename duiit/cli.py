@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 
 from .errors import DuiitError
-from .normalisation import MR_CONTRAST_JITTER
+from .training_options import TrainingOptions
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
+DEFAULTS = TrainingOptions()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,25 +40,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the discriminators also see each pixel's depth from the head's outer edge, in rings of "
                         "network pixels up to this many (default 0: off; 10 at the small preset's 64 px: a "
                         "truer translation, and on the benchmark a lower AUC for duiit's own predictor)")
-    p.add_argument("--iterations", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--lambda-task", type=float, default=1.0, help="weight of the predictor's loss in G's loss")
-    p.add_argument("--warmup", type=float, default=0.2, help="fraction of iterations before guidance starts")
-    p.add_argument("--lambda-structure", type=float, default=0.0,
-                   help="weight of the MIND structure consistency loss of G and F (default 0: off)")
-    p.add_argument("--translator-ema", type=float, default=0.99,
-                   help="decay of the moving average of G/F's weights that the bundle keeps (default 0.99; "
+    p.add_argument("--iterations", type=int, default=DEFAULTS.iterations)
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    p.add_argument("--lr", type=float, default=DEFAULTS.lr)
+    p.add_argument("--lambda-task", type=float, default=DEFAULTS.lambda_task, help="weight of the predictor's loss in G's loss")
+    p.add_argument("--warmup", type=float, default=DEFAULTS.warmup,
+                   help="fraction of iterations before guidance starts")
+    p.add_argument("--lambda-structure", type=float, default=DEFAULTS.lambda_structure,
+                   help=f"weight of the MIND structure consistency loss of G and F (default "
+                        f"{DEFAULTS.lambda_structure:g}: off)")
+    p.add_argument("--translator-ema", type=float, default=DEFAULTS.translator_ema,
+                   help=f"decay of the moving average of G/F's weights that the bundle keeps (default "
+                        f"{DEFAULTS.translator_ema:g}; "
                         "0: the last weights)")
     p.add_argument("--no-guidance", action="store_true", help="ablation: detach G(source) before the predictor")
-    p.add_argument("--task-floor", type=float, default=0.0,
+    p.add_argument("--task-floor", type=float, default=DEFAULTS.task_floor,
                    help="count G's task loss per slice only above this (e.g. 0.2), so G stops exaggerating "
-                        "what the predictor already finds (default 0: the plain loss)")
-    p.add_argument("--guide-classes", default="",
+                        f"what the predictor already finds (default {DEFAULTS.task_floor:g}: the plain loss)")
+    p.add_argument("--guide-classes", default=DEFAULTS.guide_classes,
                    help="classification: only source slices of these classes (comma-separated, e.g. lesion) "
                         "steer the translator (default: all), so it keeps what the predictor needs without "
                         "wiping the rest")
-    p.add_argument("--guide-predictor", choices=("joint", "target"), default="joint",
+    p.add_argument("--guide-predictor", choices=("joint", "target"), default=DEFAULTS.guide_predictor,
                    help="which predictor steers the translator: joint (default, trained on real and translated "
                         "images, as in the paper) or target (a second one trained on real target images only, "
                         "so the translator cannot invent a code that only the joint predictor reads)")
@@ -65,15 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep each MR volume's own histogram shape (two-point scaling only) instead of mapping it "
                         "onto the training MR volumes' standard; for MR from one scanner, where the standard "
                         "adds nothing to training (default: map, and the bundle maps every MR it translates)")
-    p.add_argument("--mr-contrast-jitter", type=float, default=MR_CONTRAST_JITTER, metavar="G",
+    p.add_argument("--mr-contrast-jitter", type=float, default=DEFAULTS.mr_contrast_jitter, metavar="G",
                    help="map each training MR volume onto the standard bent by a gamma of its own, drawn from "
                         "[1-G, 1+G], so that the standard aligns scanners without making every volume alike "
-                        f"(e.g. 0.15; default {MR_CONTRAST_JITTER:g}: off; translation always maps onto the plain "
-                        "standard; not with --no-mr-standard)")
+                        f"(e.g. 0.15; default {DEFAULTS.mr_contrast_jitter:g}: off; translation always maps onto the "
+                        "plain standard; not with --no-mr-standard)")
     p.add_argument("--classes", help="comma-separated class names (default: the labels found)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT.ckpt")
     p.add_argument("--progress-json", action="store_true", help="one JSON object per line on stdout")
     p.add_argument("--report", help="folder for an HTML report")
@@ -140,7 +144,7 @@ def cmd_index(args):
 def cmd_train(args):
     from .networks import PRESETS, NetworkConfig
     from .progress import Progress
-    from .training import Cancelled, TrainingOptions
+    from .training import Cancelled
     from .training_job import run_training
     network = NetworkConfig.from_dict(PRESETS[args.preset].to_dict())
     for name in ("image_size", "generator_width", "generator_blocks"):

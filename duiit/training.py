@@ -11,7 +11,6 @@ Methods (same data, same split, same predictor and predictor budget):
 import math
 import signal
 import time
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,52 +23,17 @@ from .distributed import DistributedContext, any_rank, gather_to_main, unwrap, w
 from .errors import DuiitError
 from .image_pool import ImagePool
 from .losses import gan_loss, task_loss
-from .normalisation import MR_CONTRAST_JITTER
 from .networks import (CycleTranslator, Discriminators, NetworkConfig, SlicePredictor, init_weights,
                        predictor_outputs)
 from .prediction import evaluate
 from .structure import structure_loss
+from .training_options import TrainingOptions  # noqa: F401 (users import it from here too)
 
 METHODS = ("duiit", "cyclegan", "naive", "target-only")
 # "joint": C, trained on real target and G(source), steers G (the paper). "target": a second C trained on
 # real target images only steers G; it cannot learn a code that G invents for C on G(source), so G is steered
 # towards what real target images show (C is still trained on both and is the one the bundle keeps).
 GUIDE_PREDICTORS = ("joint", "target")
-
-
-@dataclass
-class TrainingOptions:
-    method: str = "duiit"
-    task: str = "classification"
-    source: str = "MR"
-    target: str = "CT"
-    iterations: int = 2000
-    batch_size: int = 4
-    lr: float = 2e-4
-    beta1: float = 0.5
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 0.5     # times lambda_cycle, as in CycleGAN
-    lambda_task: float = 1.0         # weight of C's loss on G(source) in G's loss
-    lambda_structure: float = 0.0    # > 0: MIND structure consistency of G and F (structure.structure_loss)
-    translator_ema: float = 0.99     # > 0: the bundle keeps a moving average of G/F's weights with this decay
-    source_weight: float = 1.0       # b: weight of C's loss on (translated) source in C's loss
-    warmup: float = 0.2              # fraction of the joint phase before guidance starts
-    ramp: float = 0.2                # fraction over which the task weight rises to lambda_task
-    guidance: bool = True            # False: ablation, G(source) detached before C (authors' code)
-    task_floor: float = 0.0          # > 0: G's task loss per slice counts only above this (losses.task_loss)
-    guide_classes: str = ""          # classification: comma-separated classes whose slices steer G ("": all)
-    guide_predictor: str = "joint"   # which C steers G: the joint one, or one trained on real target only
-    mr_standard: bool = True         # MR histograms mapped onto the training volumes' (normalisation)
-    mr_contrast_jitter: float = MR_CONTRAST_JITTER  # each training MR onto the standard bent by its own gamma
-    pool_size: int = 50
-    checkpoint_every: int = 100
-    seed: int = 0
-
-    def fingerprint(self) -> dict:
-        """Options that must match to resume (checkpoint frequency may change)."""
-        values = asdict(self)
-        values.pop("checkpoint_every")
-        return values
 
 
 class Cancelled(Exception):

@@ -51,8 +51,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from duiit.normalisation import MR_CONTRAST_JITTER  # noqa: E402 (after the path above)
+from duiit.training_options import TrainingOptions  # noqa: E402 (after the path above)
 
+DEFAULTS = TrainingOptions()  # the benchmark trains with duiit train's defaults unless told otherwise
 RUN_ALL = {"forwards": ["--quick"]}  # for run_all (read from the source, not imported)
 BASE_METHODS = ("target-only", "naive", "cyclegan", "duiit")
 ABLATION = "duiit-noguide"
@@ -824,27 +825,28 @@ def parse_args(argv=None):
     p.add_argument("--seeds", type=int, help="number of training seeds (default 3; quick: 1)")
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--iterations", type=int, help="predictor iterations per method (default 250; quick: 3)")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lambda-task", type=float, default=1.0)
-    p.add_argument("--warmup", type=float, default=0.2)
-    p.add_argument("--guide-classes", default="",
+    p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
+    p.add_argument("--lambda-task", type=float, default=DEFAULTS.lambda_task)
+    p.add_argument("--warmup", type=float, default=DEFAULTS.warmup)
+    p.add_argument("--guide-classes", default=DEFAULTS.guide_classes,
                    help="only MR slices of these classes steer G (e.g. lesion; default: all)")
-    p.add_argument("--guide-predictor", choices=("joint", "target"), default="joint",
+    p.add_argument("--guide-predictor", choices=("joint", "target"), default=DEFAULTS.guide_predictor,
                    help="which predictor steers G: joint (default) or target (trained on real CT only)")
-    p.add_argument("--lambda-identity", type=float, default=0.5,
-                   help="identity loss weight, times lambda_cycle (default 0.5, duiit.training's default)")
-    p.add_argument("--lambda-structure", type=float, default=0.0,
-                   help="weight of the MIND structure consistency loss of G and F (default 0: off)")
-    p.add_argument("--translator-ema", type=float, default=0.99,
-                   help="decay of the moving average of G/F's weights that the bundle keeps (default 0.99, "
-                        "duiit.training's default; 0: the last weights)")
-    p.add_argument("--task-floor", type=float, default=0.0,
+    p.add_argument("--lambda-identity", type=float, default=DEFAULTS.lambda_identity,
+                   help=f"identity loss weight, times lambda_cycle (default {DEFAULTS.lambda_identity:g})")
+    p.add_argument("--lambda-structure", type=float, default=DEFAULTS.lambda_structure,
+                   help="weight of the MIND structure consistency loss of G and F (default "
+                        f"{DEFAULTS.lambda_structure:g}: off)")
+    p.add_argument("--translator-ema", type=float, default=DEFAULTS.translator_ema,
+                   help="decay of the moving average of G/F's weights that the bundle keeps (default "
+                        f"{DEFAULTS.translator_ema:g}; 0: the last weights)")
+    p.add_argument("--task-floor", type=float, default=DEFAULTS.task_floor,
                    help="G's task loss per slice counts only above this (0: the plain loss)")
     p.add_argument("--no-mr-standard", action="store_true",
                    help="no MR histogram standardisation (as duiit train --no-mr-standard; runs before 150)")
-    p.add_argument("--mr-contrast-jitter", type=float, default=MR_CONTRAST_JITTER, metavar="G",
-                   help="each training MR onto the standard bent by its own gamma in [1-G, 1+G] (as duiit train; "
-                        f"default {MR_CONTRAST_JITTER:g})")
+    p.add_argument("--mr-contrast-jitter", type=float, default=DEFAULTS.mr_contrast_jitter, metavar="G",
+                   help="each training MR onto the standard bent by its own gamma in [1-G, 1+G], drawn per "
+                        f"training seed (as duiit train; default {DEFAULTS.mr_contrast_jitter:g})")
     p.add_argument("--methods", default=",".join(BASE_METHODS),
                    help=f"comma-separated, from {', '.join(BASE_METHODS + (ABLATION,))} (default: the four methods)")
     p.add_argument("--ablation", action="store_true", help="also duiit with guidance off")
@@ -865,7 +867,8 @@ def parse_args(argv=None):
     p.add_argument("--n-mr", type=int, help=f"MR patients (default {FULL_COHORT['n_mr_patients']})")
     p.add_argument("--n-ct-unlabelled", type=int,
                    help="more CT patients without labels, for the translators only (default 0; quick: 1)")
-    p.add_argument("--source-weight", type=float, default=1.0, help="b: weight of C's loss on (translated) MR")
+    p.add_argument("--source-weight", type=float, default=DEFAULTS.source_weight,
+                   help="b: weight of C's loss on (translated) MR")
     p.add_argument("--predictor-width", type=int, help="predictor width (default: the small preset's)")
     p.add_argument("--predictor-depth", type=int, help="predictor conv stages (default: the small preset's)")
     p.add_argument("--discriminator-layers", type=int,

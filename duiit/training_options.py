@@ -1,0 +1,41 @@
+"""The options of one training run: method, budget, loss weights, MR normalisation, seed. Its own module,
+free of torch, so that the command line and the benchmarks read the defaults from one place."""
+
+from dataclasses import asdict, dataclass
+
+from .normalisation import MR_CONTRAST_JITTER
+
+
+@dataclass
+class TrainingOptions:
+    method: str = "duiit"
+    task: str = "classification"
+    source: str = "MR"
+    target: str = "CT"
+    iterations: int = 2000
+    batch_size: int = 4
+    lr: float = 2e-4
+    beta1: float = 0.5
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5     # times lambda_cycle, as in CycleGAN
+    lambda_task: float = 1.0         # weight of C's loss on G(source) in G's loss
+    lambda_structure: float = 0.0    # > 0: MIND structure consistency of G and F (structure.structure_loss)
+    translator_ema: float = 0.99     # > 0: the bundle keeps a moving average of G/F's weights with this decay
+    source_weight: float = 1.0       # b: weight of C's loss on (translated) source in C's loss
+    warmup: float = 0.2              # fraction of the joint phase before guidance starts
+    ramp: float = 0.2                # fraction over which the task weight rises to lambda_task
+    guidance: bool = True            # False: ablation, G(source) detached before C (authors' code)
+    task_floor: float = 0.0          # > 0: G's task loss per slice counts only above this (losses.task_loss)
+    guide_classes: str = ""          # classification: comma-separated classes whose slices steer G ("": all)
+    guide_predictor: str = "joint"   # which C steers G: the joint one, or one trained on real target only
+    mr_standard: bool = True         # MR histograms mapped onto the training volumes' (normalisation)
+    mr_contrast_jitter: float = MR_CONTRAST_JITTER  # each training MR onto the standard bent by its own gamma
+    pool_size: int = 50
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    def fingerprint(self) -> dict:
+        """Options that must match to resume (checkpoint frequency may change)."""
+        values = asdict(self)
+        values.pop("checkpoint_every")
+        return values
