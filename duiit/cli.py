@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=DEFAULTS.iterations)
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--lr", type=float, default=DEFAULTS.lr)
-    p.add_argument("--lambda-task", type=float, default=DEFAULTS.lambda_task, help="weight of the predictor's loss in G's loss")
+    p.add_argument("--lambda-task", type=float, default=DEFAULTS.lambda_task,
+                   help="weight of the predictor's loss in G's loss")
     p.add_argument("--warmup", type=float, default=DEFAULTS.warmup,
                    help="fraction of iterations before guidance starts")
     p.add_argument("--lambda-structure", type=float, default=DEFAULTS.lambda_structure,
@@ -51,8 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULTS.lambda_structure:g}: off)")
     p.add_argument("--translator-ema", type=float, default=DEFAULTS.translator_ema,
                    help=f"decay of the moving average of G/F's weights that the bundle keeps (default "
-                        f"{DEFAULTS.translator_ema:g}; "
-                        "0: the last weights)")
+                        f"{DEFAULTS.translator_ema:g}; 0: the last weights)")
     p.add_argument("--no-guidance", action="store_true", help="ablation: detach G(source) before the predictor")
     p.add_argument("--task-floor", type=float, default=DEFAULTS.task_floor,
                    help="count G's task loss per slice only above this (e.g. 0.2), so G stops exaggerating "

@@ -27,7 +27,7 @@ from .networks import (CycleTranslator, Discriminators, NetworkConfig, SlicePred
                        predictor_outputs)
 from .prediction import evaluate
 from .structure import structure_loss
-from .training_options import TrainingOptions  # noqa: F401 (users import it from here too)
+from .training_options import TrainingOptions
 
 METHODS = ("duiit", "cyclegan", "naive", "target-only")
 # "joint": C, trained on real target and G(source), steers G (the paper). "target": a second C trained on
