@@ -148,6 +148,11 @@ def test_a_carried_cohort_is_reused_as_built(quick, tmp_path):
                                   os.path.join(work, "cohort"), flag, value], capture_output=True, text=True,
                                  encoding="utf-8", cwd=ROOT, timeout=120, env=os.environ.copy())
         assert refused.returncode == 2 and f"{flag} cannot change it" in refused.stderr
+    refused = subprocess.run([sys.executable, "-m", "Testing.benchmarks.real_images", "--cohort",
+                              os.path.join(work, "cohort"), "--mr-contrast-jitter", "0.1", "--no-mr-standard"],
+                             capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=120,
+                             env=os.environ.copy())
+    assert refused.returncode == 2 and "cannot go with --no-mr-standard" in refused.stderr
 
 
 def test_the_contrast_jitter_draws_new_gammas_for_each_training_seed(quick, tmp_path):

@@ -913,6 +913,8 @@ def parse_args(argv=None):
                                          ("--cohort-size", args.cohort_size),
                                          ("--mr-lesion-gain", args.mr_lesion_gain),
                                          ("--n-ct-unlabelled", args.n_ct_unlabelled)) if value is not None]
+    if args.mr_contrast_jitter and args.no_mr_standard:
+        p.error("--mr-contrast-jitter bends the MR standard: it cannot go with --no-mr-standard")
     if args.cohort and (shaping or args.cohort_seed or args.build_cohort_only):
         p.error(f"--cohort uses the cohort as it was built; "
                 f"{(shaping + ['--cohort-seed/--build-cohort-only'])[0]} cannot change it")
@@ -972,7 +974,7 @@ def run(argv=None) -> dict:
             return load_cohort(read_manifest(manifest), "MR", "CT", "classification", network.image_size, 0,
                                mr_standard=not args.no_mr_standard, mr_contrast_jitter=args.mr_contrast_jitter,
                                contrast_seed=seed)
-        gammas_per_seed = args.mr_contrast_jitter > 0 and not args.no_mr_standard
+        gammas_per_seed = args.mr_contrast_jitter > 0  # parse_args refuses it without the MR standard
         cohort = cohort_for(seeds[0])
         args.manifest_path = manifest
         command = "python -m Testing.benchmarks.real_images " + " ".join(shlex.quote(a) for a in
