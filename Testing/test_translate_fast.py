@@ -14,7 +14,7 @@ from duiit.device import cuda_fp32_math
 from duiit.errors import DuiitError
 from duiit.normalisation import apply_normalisation, fit_normalisation, hu_to_unit, unit_to_hu
 from duiit.slices import AxialLayout, SquareFit, from_axial, in_plane_spacing, to_axial
-from duiit.translate import FastPath, translate_volume, unit_affine
+from duiit.translate import FastPath, predict_volume, translate_volume, unit_affine
 from Testing.benchmarks.common import head_volume, make_bundle, reference_translate, with_mr_standard
 
 SMALL = {"image_size": 32, "generator_width": 8, "generator_blocks": 2, "discriminator_width": 8,
@@ -237,6 +237,18 @@ def test_cuda_default_and_fp32_match_the_cpu(bundle, monkeypatch, precision):
         diff = np.abs(sitk.GetArrayFromImage(result.ct) - cpu)
         assert np.percentile(diff, 99.9) < 0.5, np.percentile(diff, 99.9)
     assert torch.backends.cudnn.allow_tf32  # the caller's setting is given back
+
+
+@cuda
+def test_cuda_prediction_matches_the_cpu(bundle, monkeypatch):
+    """predict_volume runs on CUDA with the CPU's slices and probabilities, and gives the caller's TF32 back."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    ct = translate_volume(bundle, source_image(DIRECTIONS["oblique"], shape=(21, 40, 36)), device="cpu").ct
+    cpu, gpu = predict_volume(bundle, ct, device="cpu"), predict_volume(bundle, ct, device="cuda")
+    assert [s["index"] for s in gpu["slices"]] == [s["index"] for s in cpu["slices"]]
+    np.testing.assert_allclose([s["probabilities"] for s in gpu["slices"]],
+                               [s["probabilities"] for s in cpu["slices"]], atol=1e-4)
+    assert torch.backends.cudnn.allow_tf32
 
 
 @cuda

@@ -3,7 +3,7 @@
 # plus 2-3 minutes for the lease to start and copy the tree):
 #   1. the CUDA tests of the translate path (Testing/test_translate_fast.py: the default and fp32 on CUDA = the
 #      CPU's HU, pinned and plain copies, error map; TF32, bf16/fp16 +- channels_last run and stay close in the
-#      bulk; geometry exact);
+#      bulk; geometry exact; the predictor on CUDA gives the CPU's probabilities);
 #   2. Testing/benchmarks/gpu_check.py: bf16/fp16/channels_last(/compile) fidelity against fp32 at the reference
 #      generator (99.9th percentile |HU diff| inside the head < 5 HU) and the 512x512x300 end-to-end time
 #      (target < 2 s), with a recommendation for CUDA_AUTO_PRECISION in duiit/translate.py;
