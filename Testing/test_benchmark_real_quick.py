@@ -112,14 +112,17 @@ def test_results_are_appended_and_analysis_kept(quick, tmp_path):
     assert "Hand-written analysis." in text and "## Run 1:" in text and "## Run 2: second" in text
 
 
-def test_each_full_hundred_runs_goes_to_a_file_of_its_own(quick, tmp_path):
-    """The results stay below git's comfortable file size however many runs accumulate; none is lost."""
+def test_each_full_fifty_runs_goes_to_a_file_of_its_own(quick, tmp_path):
+    """The results stay below git's comfortable file size however many runs accumulate; none is lost, none
+    is counted twice when blocks of another size were archived before."""
     from Testing.benchmarks import real_images
     run = quick[1]["runs"][0]
     runs = [dict(run, tag=f"run {n}") for n in range(1, 206)]
+    (tmp_path / "real_images-runs-001-100.json").write_text(json.dumps({"runs": runs[:100]}))
     real_images.write_results(tmp_path, runs)
     assert sorted(p.name for p in tmp_path.glob("real_images*.json")) == [
-        "real_images-runs-001-100.json", "real_images-runs-101-200.json", "real_images.json"]
+        "real_images-runs-001-050.json", "real_images-runs-051-100.json", "real_images-runs-101-150.json",
+        "real_images-runs-151-200.json", "real_images.json"]
     newest = json.loads((tmp_path / "real_images.json").read_text())["runs"]
     assert [r["tag"] for r in newest] == [f"run {n}" for n in range(201, 206)]
     assert [r["tag"] for r in real_images.load_runs(tmp_path)] == [r["tag"] for r in runs]

@@ -29,8 +29,8 @@ erases what the task needs.
 
 Every invocation appends one run to ``OUT/real_images.json`` (partial results are written after each
 training run) and regenerates ``OUT/real_images.md`` from all runs; text between ``<!-- analysis -->`` and
-``<!-- /analysis -->`` in the markdown is kept. Nothing measured is overwritten. Each full hundred runs is
-kept in a file of its own (``real_images-runs-001-100.json``, ...), so no file outgrows what git should hold.
+``<!-- /analysis -->`` in the markdown is kept. Nothing measured is overwritten. Each full fifty runs is
+kept in a file of its own (``real_images-runs-001-050.json``, ...), so no file outgrows what git should hold.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ FULL_COHORT = {"n_ct_patients": 20, "ct_train_fraction": 0.15, "n_mr_patients": 
 QUICK_COHORT = {"n_ct_patients": 3, "ct_train_fraction": 0.15, "n_mr_patients": 3, "n_check": 1,
                 "lesion_fraction": 0.6, "size": "tiny", "n_ct_unlabelled": 1}
 RESULTS_NAME = "real_images"
-ARCHIVE_BLOCK = 100  # runs per archived results file
+ARCHIVE_BLOCK = 50  # runs per archived results file (runs 151-200, with per-volume detail: 1.6 MB)
 ANALYSIS_START, ANALYSIS_END = "<!-- analysis -->", "<!-- /analysis -->"
 DEFAULT_OUT = ROOT / "Testing" / "benchmarks" / "results"
 COHORT_RECORD = "benchmark_cohort.json"
@@ -801,6 +801,8 @@ def write_results(out: Path, runs: list) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
+    for stale in set(out.glob(f"{RESULTS_NAME}-runs-*.json")) - {path for path, _ in files}:
+        stale.unlink()  # archived in blocks of another size: its runs are in the files just written
 
 
 def _runs_json(runs: list) -> str:
@@ -810,7 +812,7 @@ def _runs_json(runs: list) -> str:
 
 
 def load_runs(out: Path) -> list:
-    """Every run kept in OUT, oldest first: the archived hundreds, then real_images.json."""
+    """Every run kept in OUT, oldest first: the archived blocks, then real_images.json."""
     paths = sorted(out.glob(f"{RESULTS_NAME}-runs-*.json")) + [out / f"{RESULTS_NAME}.json"]
     return [run for path in paths if path.is_file() for run in json.loads(path.read_text()).get("runs", [])]
 
