@@ -29,8 +29,9 @@ erases what the task needs.
 
 Every invocation appends one run to ``OUT/real_images.json`` (partial results are written after each
 training run) and regenerates ``OUT/real_images.md`` from all runs; text between ``<!-- analysis -->`` and
-``<!-- /analysis -->`` in the markdown is kept. Nothing measured is overwritten. Each full fifty runs is
-kept in a file of its own (``real_images-runs-001-050.json``, ...), so no file outgrows what git should hold.
+``<!-- /analysis -->`` in the markdown is kept. Nothing measured is overwritten. Every full block of fifty
+runs is kept in a file of its own (``real_images-runs-001-050.json``, ...), so no file outgrows what git
+should hold.
 """
 
 from __future__ import annotations
