@@ -25,4 +25,26 @@ def test_quick_demo_writes_the_report_and_a_translation_on_the_source_geometry(t
     assert ct.GetOrigin() == mr.GetOrigin() and ct.GetDirection() == mr.GetDirection()
     array = sitk.GetArrayFromImage(ct)
     assert -1100 <= array.min() and array.max() <= 3100        # Hounsfield units, not network units
-    assert "translated CT" in (out / "report.html").read_text()
+    report = (out / "report.html").read_text()
+    assert "translated CT" in report and "At a glance" in report and "Mean HU per tissue" in report
+
+
+def _stats(air, soft, bone, bone_fraction):
+    return {"air": {"mean_hu": air, "fraction": 0.03}, "soft tissue": {"mean_hu": soft, "fraction": 0.8},
+            "bone": {"mean_hu": bone, "fraction": bone_fraction}}
+
+
+def test_the_reports_verdict_weighs_the_paired_error_against_a_flat_grey_head():
+    from duiit.demo import _at_a_glance
+    real, metrics = _stats(-570, 16, 620, 0.2), {"test": {"slice": {"auc": 0.786, "n": 56}}}
+    verdicts = {}
+    for mae in (90.0, 150.0, 339.0):
+        html = _at_a_glance(_stats(-560, 20, 850, 0.14), real, {"mae_hu": mae, "constant_head_mae_hu": 185.0},
+                            metrics)
+        assert "soft tissue 20 / 16 HU" in html and "bone is 14% / 20%" in html and "AUC 0.786 over 56" in html
+        verdicts[mae] = html
+    assert 'class="good"' in verdicts[90.0] and "within the target" in verdicts[90.0]
+    assert 'class="bad"' in verdicts[150.0] and "better than a flat grey head" in verdicts[150.0]
+    assert "worse than a flat grey head" in verdicts[339.0] and "185 HU for painting" in verdicts[339.0]
+    no_bone = _at_a_glance(_stats(-560, 20, float("nan"), 0.0), real, None, {})
+    assert "bone none / 620 HU" in no_bone and "Paired check" not in no_bone
