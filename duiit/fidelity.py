@@ -14,6 +14,7 @@ from .metrics import mae, psnr, ssim
 TISSUES = {"air": (-2000.0, -400.0), "soft tissue": (-400.0, 300.0), "bone": (300.0, 5000.0)}
 HEAD_THRESHOLD_HU = -500.0
 PSNR_RANGE_HU = 4000.0
+BRAIN_HU = 20.0  # the paired check's no-information reference paints the head this grey
 
 
 def tissue_masks(ct_hu: np.ndarray, head: np.ndarray) -> dict:
@@ -38,6 +39,12 @@ def head_mask(ct_hu: np.ndarray) -> np.ndarray:
     mask = (ct_hu > HEAD_THRESHOLD_HU).astype(np.uint8)
     return np.stack([sitk.GetArrayFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(plane))) > 0
                      for plane in mask])
+
+
+def flat_grey_head(head: np.ndarray) -> np.ndarray:
+    """The paired check's no-information reference: BRAIN_HU everywhere inside the head, air around it. A
+    translator whose MAE is above this one's has not put the tissues where its CT has them."""
+    return np.where(head, BRAIN_HU, -1000.0).astype(np.float32)
 
 
 def paired_fidelity(translated_hu: np.ndarray, real_hu: np.ndarray, head=None) -> dict:

@@ -423,13 +423,12 @@ def translated_check_set(bundle, cohort: Path, device: str = "cpu"):
 
 def paired_check(bundle, manifest: Path, device: str = "cpu") -> dict:
     """Translated SIMULATED MR of the check set vs the real CT it was simulated from."""
-    from duiit.fidelity import paired_fidelity
+    from duiit.fidelity import flat_grey_head, paired_fidelity
     paired, constant, pairs = [], [], []
     for mr, hu, real_ct, head in translated_check_set(bundle, manifest.parent, device):
         paired.append(paired_fidelity(hu, real_ct, head))
         pairs.append((mr, real_ct, head))
-        # no-information reference: 20 HU (brain) everywhere inside the head mask, -1000 outside
-        constant.append(paired_fidelity(np.where(head, 20.0, -1000.0).astype(np.float32), real_ct, head))
+        constant.append(paired_fidelity(flat_grey_head(head), real_ct, head))
     summary = {}
     if paired:
         summary = {k: float(np.mean([p[k] for p in paired])) for k in ("mae_hu", "psnr_db", "ssim")}
