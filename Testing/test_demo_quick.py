@@ -45,6 +45,6 @@ def test_the_reports_verdict_weighs_the_paired_error_against_a_flat_grey_head():
         verdicts[mae] = html
     assert 'class="good"' in verdicts[90.0] and "within the target" in verdicts[90.0]
     assert 'class="bad"' in verdicts[150.0] and "better than a flat grey head" in verdicts[150.0]
-    assert "worse than a flat grey head" in verdicts[339.0] and "185 HU for painting" in verdicts[339.0]
+    assert "worse than a flat grey head" in verdicts[339.0] and "(185 HU for painting" in verdicts[339.0]
     no_bone = _at_a_glance(_stats(-560, 20, float("nan"), 0.0), real, None, {})
     assert "bone none / 620 HU" in no_bone and "Paired check" not in no_bone

@@ -120,10 +120,9 @@ def _at_a_glance(translated: dict, real: dict, paired, metrics: dict) -> str:
         elif mae < constant:
             verdict, css = "it places the tissues better than a flat grey head, but not within the target", "bad"
         else:
-            verdict, css = "worse than a flat grey head: it does not put the tissues where its CT has them", "bad"
-        items.append(f'<li class="{css}">Paired check: MAE {mae:.0f} HU inside the head, against '
-                     f"{constant:.0f} HU for painting the whole head {BRAIN_HU:.0f} HU and the target of "
-                     f"{TARGET_MAE_HU:.0f} HU: {verdict}.</li>")
+            verdict, css = "worse than a flat grey head, so it does not put the tissues where its CT has them", "bad"
+        items.append(f'<li class="{css}">Paired check: MAE {mae:.0f} HU inside the head ({constant:.0f} HU for '
+                     f"painting the whole head {BRAIN_HU:.0f} HU; target {TARGET_MAE_HU:.0f} HU): {verdict}.</li>")
     split = "test" if "test" in metrics else next(iter(metrics), None)
     scores = (metrics.get(split) or {}).get("slice")
     if scores:
