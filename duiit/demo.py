@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from .bundle import load_bundle
 from .device import resolve_device
 from .errors import DuiitError
-from .fidelity import BRAIN_HU, flat_grey_head, head_mask, paired_fidelity, tissue_statistics
+from .fidelity import BRAIN_HU, TARGET_MAE_HU, flat_grey_head, head_mask, paired_fidelity, tissue_statistics
 from .manifest import read_manifest
 from .networks import PRESETS, NetworkConfig
 from .progress import Progress
@@ -32,7 +32,6 @@ DEMO_ITERATIONS = 600
 # translator was the largest gain in translation fidelity on the real-image benchmark (its runs 62-69).
 DEMO_UNLABELLED_CT = 15
 CT_WINDOW = (-160.0, 240.0)   # brain window for the side-by-side figure
-TARGET_MAE_HU = 100.0         # the real-image benchmark's target; published unpaired brain MR -> CT: about 78-94 HU
 
 
 def run_demo(output="duiit-demo", iterations=None, quick=False) -> Path:

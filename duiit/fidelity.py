@@ -15,6 +15,7 @@ TISSUES = {"air": (-2000.0, -400.0), "soft tissue": (-400.0, 300.0), "bone": (30
 HEAD_THRESHOLD_HU = -500.0
 PSNR_RANGE_HU = 4000.0
 BRAIN_HU = 20.0  # the paired check's no-information reference paints the head this grey
+TARGET_MAE_HU = 100.0  # the paired check's target (issue 4); published unpaired brain MR -> CT: about 78-94 HU
 
 
 def tissue_masks(ct_hu: np.ndarray, head: np.ndarray) -> dict:
