@@ -194,3 +194,38 @@ def test_the_oracle_intensity_map_inverts_a_one_to_one_mr_and_not_an_ambiguous_o
             assert result["mae_hu"] == pytest.approx(expected, abs=1e-3)
         else:
             assert result["mae_hu"] > 300  # 2/5 of the voxels are air or bone, a 2000 HU mix-up for half of them
+
+
+def test_a_killed_run_resumes_from_its_checkpoint(quick, tmp_path):
+    """--checkpoint-every: a run killed mid-training resumes when the same command runs again, with the
+    convergence curve measured before the kill kept once, and trains to the same number of steps."""
+    _, data, _, _ = quick
+    work = next(p for p in data["runs"][0]["command"].split() if "bench_work" in p)
+    base = [sys.executable, "-m", "Testing.benchmarks.real_images", "--quick", "--cohort", os.path.join(work, "cohort"),
+            "--methods", "cyclegan", "--iterations", "12", "--image-size", "32", "--checkpoint-every", "1",
+            "--fidelity-every", "3", "--no-fresh-predictor", "--out", str(tmp_path / "out")]
+    command = base + ["--work", str(tmp_path / "work")]
+    first = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                             env=os.environ.copy())
+    for line in first.stderr:
+        if "cyclegan/seed0 step 6: paired MAE" in line:
+            first.kill()
+            break
+    first.wait(timeout=60)
+    assert first.returncode == -9, "the run ended before it could be killed mid-training"
+    checkpoint = tmp_path / "work" / "checkpoints" / "cyclegan-seed0.ckpt"
+    assert checkpoint.is_file() and not (tmp_path / "work" / "bundles").exists()
+
+    again = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=300,
+                           env=os.environ.copy())
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming from {checkpoint}" in again.stderr
+    assert "step 3: paired MAE" not in again.stderr  # measured before the kill, not again
+    run = json.loads((tmp_path / "out" / "real_images.json").read_text())["runs"][-1]
+    record = run["records"][0]
+    assert record["resumed"] is True and record["steps"] == 2 * 12
+    assert [point["step"] for point in record["fidelity_curve"]] == [3, 6, 9, 12]
+
+    refused = subprocess.run(base, capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=120,
+                             env=os.environ.copy())
+    assert refused.returncode == 2 and "--checkpoint-every needs --work" in refused.stderr

@@ -172,15 +172,19 @@ class StepLog:
     def __init__(self, name: str, every: int, on_step=None):
         self.name, self.every, self.started = name, max(1, every), time.monotonic()
         self.on_step = on_step
+        self.done_before_start = None  # steps a resumed run had done before this process
 
     def step(self, phase, iteration, total, done_before, grand_total, losses):
         done = done_before + iteration
+        if self.done_before_start is None:
+            self.done_before_start = done - 1
         if self.on_step is not None:
             self.on_step(phase, iteration, total)
         if done % self.every == 0 or done == grand_total:
             elapsed = time.monotonic() - self.started
             text = " ".join(f"{k}={v:.3g}" for k, v in losses.items())
-            log(f"  {self.name} {phase} {done}/{grand_total} ({elapsed / done:.2f} s/step) {text}")
+            log(f"  {self.name} {phase} {done}/{grand_total} "
+                f"({elapsed / (done - self.done_before_start):.2f} s/step) {text}")
 
     def event(self, event, **fields):
         pass
@@ -241,6 +245,7 @@ def loss_summary(history: list, fraction: float = 0.1) -> dict:
 
 def train_one(method: str, seed: int, args, cohort, network, device, work: Path) -> dict:
     """Train one method/seed; returns its record, and writes a bundle when it has a translator."""
+    from duiit.atomic import atomic_path
     from duiit.bundle import save_bundle
     from duiit.distributed import unwrap
     from duiit.training import Trainer, TrainingOptions
@@ -253,29 +258,43 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
                               lambda_identity=args.lambda_identity, guide_classes=args.guide_classes,
                               guide_predictor=args.guide_predictor, lambda_structure=args.lambda_structure,
                               translator_ema=args.translator_ema, mr_standard=not args.no_mr_standard,
-                              mr_contrast_jitter=args.mr_contrast_jitter, checkpoint_every=10 ** 9)
-    curve, paused = [], [0.0]
+                              mr_contrast_jitter=args.mr_contrast_jitter,
+                              checkpoint_every=args.checkpoint_every or 10 ** 9)
+    checkpoint = work / "checkpoints" / f"{method}-seed{seed}.ckpt" if args.checkpoint_every else None
+    resuming = checkpoint is not None and checkpoint.is_file()
+    # the convergence curve lives beside the checkpoint, so a resumed run keeps the points measured before
+    curve_file = Path(str(checkpoint) + ".curve.json") if checkpoint else None
+    curve = json.loads(curve_file.read_text()) if resuming and curve_file.is_file() else []
+    paused = [0.0]
 
     def fidelity_curve(phase, iteration, total):
         """Paired fidelity of the translator as it trains (every --fidelity-every steps of its phase)."""
         if phase in ("translator", "joint") and (iteration % args.fidelity_every == 0 or iteration == total):
             t0 = time.monotonic()
             bundle = memory_bundle(trainer, options, network)
+            curve[:] = [point for point in curve if point["step"] < iteration]  # measured before a resume
             curve.append({"step": iteration, **paired_check(bundle, args.manifest_path, str(device))["mean"]})
             curve[-1].pop("tissues", None)
+            if curve_file:
+                with atomic_path(curve_file) as tmp:
+                    Path(tmp).write_text(json.dumps(curve))
             log(f"  {method}/seed{seed} step {iteration}: paired MAE {curve[-1].get('mae_hu', float('nan')):.1f} HU")
             paused[0] += time.monotonic() - t0
 
     hook = fidelity_curve if args.fidelity_every and method in TRANSLATING else None
     started = time.monotonic()
     trainer = Trainer(cohort, options, network, device,
-                      progress=StepLog(f"{method}/seed{seed}", args.log_every, hook))
-    trainer.run()
+                      progress=StepLog(f"{method}/seed{seed}", args.log_every, hook), checkpoint_path=checkpoint)
+    if resuming:
+        log(f"  {method}/seed{seed}: resuming from {checkpoint}")
+    trainer.run(resume=resuming)
     seconds = time.monotonic() - started - paused[0]
     predictor = unwrap(trainer.predictor)
     record = {"method": method, "seed": seed, "train_seconds": round(seconds, 1), "steps": trainer.step,
               "test": predictor_metrics(predictor, cohort.target_test, cohort.label_names, device),
               "final_losses": loss_summary(trainer.history)}
+    if resuming:
+        record["resumed"] = True  # from a checkpoint: train_seconds counts this process's steps only
     if curve:
         record["fidelity_curve"] = curve
     if trainer.translator is not None:
@@ -897,6 +916,9 @@ def parse_args(argv=None):
     p.add_argument("--figure", help="also write OUT/real_images_NAME.png: translations by the first seed's bundles")
     p.add_argument("--fidelity-every", type=int, default=0,
                    help="also measure the paired fidelity every N translator/joint steps (a convergence curve)")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="checkpoint each method/seed every N steps under --work/checkpoints; run the same command "
+                        "again to resume them (default 0: no checkpoints)")
     args = p.parse_args(argv)
     args.seeds = args.seeds or (1 if args.quick else 3)
     args.iterations = args.iterations or (3 if args.quick else 250)
@@ -911,6 +933,10 @@ def parse_args(argv=None):
     args.method_list = methods + ([ABLATION] if args.ablation and ABLATION not in methods else [])
     if args.build_cohort_only and not args.work:
         p.error("--build-cohort-only needs --work (where the cohort is kept)")
+    if args.checkpoint_every and not args.work:
+        p.error("--checkpoint-every needs --work (where the checkpoints are kept for a resume)")
+    if args.checkpoint_every < 0:
+        p.error("--checkpoint-every must be 0 (off) or positive")
     shaping = [flag for flag, value in (("--n-ct", args.n_ct), ("--n-mr", args.n_mr), ("--mr-volumes", args.mr_volumes),
                                          ("--ct-train-fraction", args.ct_train_fraction),
                                          ("--cohort-size", args.cohort_size),
