@@ -5,6 +5,7 @@ metric is within its valid range; no performance assertions. Skips when the real
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 
@@ -196,34 +197,45 @@ def test_the_oracle_intensity_map_inverts_a_one_to_one_mr_and_not_an_ambiguous_o
             assert result["mae_hu"] > 300  # 2/5 of the voxels are air or bone, a 2000 HU mix-up for half of them
 
 
-def test_a_killed_run_resumes_from_its_checkpoint(quick, tmp_path):
-    """--checkpoint-every: a run killed mid-training resumes when the same command runs again, with the
-    convergence curve measured before the kill kept once, and trains to the same number of steps."""
+def _stop_at(command, line_part, sig):
+    """Run the benchmark and send `sig` when its log shows `line_part`; returns (exit code, log)."""
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                               env=os.environ.copy())
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if line_part in line:
+            process.send_signal(sig)
+            break
+    lines += process.stderr.readlines()
+    return process.wait(timeout=60), "".join(lines)
+
+
+def test_a_stopped_or_killed_run_resumes_from_its_checkpoint(quick, tmp_path):
+    """--checkpoint-every: a run stopped by Ctrl-C, then one killed outright, resume when the same command runs
+    again; the convergence curve measured before each stop is kept once, and the run trains to its steps."""
     _, data, _, _ = quick
     work = next(p for p in data["runs"][0]["command"].split() if "bench_work" in p)
     base = [sys.executable, "-m", "Testing.benchmarks.real_images", "--quick", "--cohort", os.path.join(work, "cohort"),
             "--methods", "cyclegan", "--iterations", "12", "--image-size", "32", "--checkpoint-every", "1",
             "--fidelity-every", "3", "--no-fresh-predictor", "--out", str(tmp_path / "out")]
     command = base + ["--work", str(tmp_path / "work")]
-    first = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                             env=os.environ.copy())
-    for line in first.stderr:
-        if "cyclegan/seed0 step 6: paired MAE" in line:
-            first.kill()
-            break
-    first.wait(timeout=60)
-    assert first.returncode == -9, "the run ended before it could be killed mid-training"
     checkpoint = tmp_path / "work" / "checkpoints" / "cyclegan-seed0.ckpt"
+
+    code, log = _stop_at(command, "cyclegan/seed0 step 3: paired MAE", signal.SIGINT)
+    assert code == 130 and f"the same command resumes from {checkpoint}" in log, log[-2000:]
+    code, log = _stop_at(command, "cyclegan/seed0 step 9: paired MAE", signal.SIGKILL)
+    assert code == -signal.SIGKILL, "the run ended before it could be killed mid-training"
+    assert f"resuming from {checkpoint}" in log and "step 3: paired MAE" not in log
     assert checkpoint.is_file() and not (tmp_path / "work" / "bundles").exists()
 
     again = subprocess.run(command, capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=300,
                            env=os.environ.copy())
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"resuming from {checkpoint}" in again.stderr
-    assert "step 3: paired MAE" not in again.stderr  # measured before the kill, not again
+    assert f"resuming from {checkpoint}" in again.stderr and "step 6: paired MAE" not in again.stderr
     run = json.loads((tmp_path / "out" / "real_images.json").read_text())["runs"][-1]
     record = run["records"][0]
-    assert record["resumed"] is True and record["steps"] == 2 * 12
+    assert run["status"] == "complete" and record["resumed"] is True and record["steps"] == 2 * 12
     assert [point["step"] for point in record["fidelity_curve"]] == [3, 6, 9, 12]
 
     refused = subprocess.run(base, capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=120,

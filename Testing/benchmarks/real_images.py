@@ -960,6 +960,7 @@ def run(argv=None) -> dict:
     from duiit.manifest import read_manifest
     from duiit.device import resolve_device
     from duiit.networks import PRESETS, NetworkConfig
+    from duiit.training import Cancelled
 
     started_wall = time.monotonic()
     work_tmp = None
@@ -1041,6 +1042,8 @@ def run(argv=None) -> dict:
                         if method in TRANSLATING:
                             result["fidelity"] = fidelity(result["bundle"], manifest, str(device))
                             result.pop("bundle")
+                    except Cancelled:  # a stop asked for by a signal ends the whole run (resumable)
+                        raise
                     except Exception as exc:  # keep the other runs; the error is recorded and reported
                         import traceback
                         traceback.print_exc()
@@ -1086,11 +1089,17 @@ def run(argv=None) -> dict:
 
 
 def main(argv=None) -> int:
+    from duiit.training import Cancelled  # imports torch, as run does
     try:
         record = run(argv)
     except Unavailable as exc:
         print(f"real_images: skipped: {exc}", file=sys.stderr)
         return 3
+    except Cancelled as exc:
+        print("real_images: cancelled; " + (f"the same command resumes from {exc.checkpoint}" if exc.checkpoint
+                                            else "without --checkpoint-every there is nothing to resume"),
+              file=sys.stderr)
+        return 130
     if "built_cohort" in record:
         print(record["built_cohort"])
     for method, entry in record["summary"].items():
