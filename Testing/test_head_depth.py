@@ -52,6 +52,21 @@ def test_a_discriminator_with_the_depth_channel_takes_one_image():
         assert discriminator(images).shape == PatchDiscriminator(config)(images).shape, config
 
 
+def test_a_discriminator_judges_with_the_depth_map_it_is_given():
+    """A scalp drawn as air: by its own outline the skull is the head's edge; by the MR's it lies under air."""
+    tissue = head_like_slice()
+    mr = render(tissue, T1_LIKE)
+    scalp_as_air = tissue.clone()
+    scalp_as_air[tissue == SCALP] = AIR
+    fake_ct = render(scalp_as_air, CT_LIKE)
+    own, from_mr = head_depth(fake_ct, 5), head_depth(mr, 5)
+    assert (own[0, 0][tissue == SCALP] == 0).all() and (from_mr[0, 0][tissue == SCALP] > 0).all()
+    discriminator = PatchDiscriminator(NetworkConfig(image_size=48, discriminator_width=4, discriminator_layers=2,
+                                                     discriminator_head_depth=5))
+    assert torch.equal(discriminator(fake_ct), discriminator(fake_ct, own))
+    assert not torch.equal(discriminator(fake_ct), discriminator(fake_ct, from_mr))
+
+
 def test_training_with_and_without_the_depth_channel(mr_cohort, tmp_path):
     """--head-depth reaches the discriminators (the checkpoint holds them); the bundle translates as before."""
     import SimpleITK as sitk

@@ -1,5 +1,7 @@
 """The training loop: guidance reaches G (and not in the ablation), every method trains, resume is exact."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ from conftest import ROOT, run_torchrun
 from duiit.checkpoint import load_checkpoint
 from duiit.cohort import SliceSet, build_cohort
 from duiit.errors import DuiitError
+from duiit.head_depth import head_depth
 from duiit.losses import task_loss
 from duiit.manifest import read_manifest
 from duiit.networks import NetworkConfig
@@ -18,6 +21,7 @@ from duiit.training import Trainer, TrainingOptions, balancing_weights, task_wei
 
 NETWORK = NetworkConfig(image_size=32, generator_width=8, generator_blocks=1, discriminator_width=8,
                         discriminator_layers=2, predictor_width=8, predictor_depth=2)
+DEPTH_NETWORK = dataclasses.replace(NETWORK, discriminator_head_depth=4)
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +92,9 @@ def test_a_volumes_contrast_gamma_follows_the_seed_not_its_folder_or_row():
     assert contrast_gamma(here, 0, 0.15) != contrast_gamma(Case(here.path, "MR", "lesion", "P2"), 0, 0.15)
 
 
-def trainer_for(cohort, tmp_path=None, **options):
+def trainer_for(cohort, tmp_path=None, network=NETWORK, **options):
     defaults = dict(iterations=6, batch_size=2, warmup=0.0, ramp=0.0, checkpoint_every=3, seed=3)
-    return Trainer(cohort, TrainingOptions(**{**defaults, **options}), NETWORK, torch.device("cpu"),
+    return Trainer(cohort, TrainingOptions(**{**defaults, **options}), network, torch.device("cpu"),
                    checkpoint_path=None if tmp_path is None else tmp_path / "m.duiit.ckpt")
 
 
@@ -248,7 +252,8 @@ def test_every_method_trains_and_evaluates_on_real_ct(cohort, method):
 
 
 @pytest.mark.parametrize("data, options", [("cohort", {}), ("cohort_with_unlabelled_ct", {}),
-                                           ("cohort", {"translator_ema": 0.9})])
+                                           ("cohort", {"translator_ema": 0.9}),
+                                           ("cohort", {"depth_from_input": True, "network": DEPTH_NETWORK})])
 def test_resume_continues_to_the_same_weights(data, options, request, tmp_path):
     cohort = request.getfixturevalue(data)
     straight = trainer_for(cohort, tmp_path / "a", iterations=6, **options)
@@ -281,6 +286,31 @@ def test_resume_continues_to_the_same_weights(data, options, request, tmp_path):
         for key in a:
             assert torch.equal(a[key], b[key]), key
     assert [h["step"] for h in resumed.history] == list(range(1, 7))
+
+
+def test_with_depth_from_input_d_judges_each_translation_by_its_input_and_pools_the_two_together(cohort):
+    trainer = trainer_for(cohort, network=DEPTH_NETWORK, depth_from_input=True)
+    seen = []  # (discriminator, images, depth map given)
+    for name in ("target", "source"):
+        judge = getattr(trainer.discriminators, name)
+        judge.forward = lambda x, depth=None, judge=judge, name=name: (
+            seen.append((name, x, depth)), type(judge).forward(judge, x, depth))[1]
+    source, labels = trainer.source_sampler.sample(2, "cpu")
+    target, _ = trainer.target_sampler.sample(2, "cpu")
+    trainer.generator_loss(source, target, labels, 0.0)
+    by_name = {name: depth for name, _, depth in seen}
+    assert torch.equal(by_name["target"], head_depth(source, 4))  # G(MR) by the MR's outline
+    assert torch.equal(by_name["source"], head_depth(target, 4))  # F(CT) by the CT's
+    seen.clear()
+    trainer.joint_step(1, 6, with_predictor=True)
+    (_, images, depth), = [entry for entry in seen if entry[0] == "target" and entry[1].shape[0] == 4]  # D's update
+    pooled = trainer.pools["target"].images
+    assert len(pooled) == 2 and all(image.shape[1] == 2 for image in pooled)  # each fake beside its depth map
+    assert torch.equal(depth[2:], torch.cat(pooled)[:, 1:])        # the fakes (pool not yet full: as given)
+    assert torch.equal(images[2:], torch.cat(pooled)[:, :1])
+    assert torch.equal(depth[:2], head_depth(images[:2], 4))       # the real CTs by their own outline
+    plain = trainer_for(cohort, network=DEPTH_NETWORK)
+    assert plain.input_depths(source, target) == (None, None)      # off: every image by its own outline
 
 
 def test_resume_with_other_options_is_refused(cohort, tmp_path):

@@ -93,9 +93,11 @@ class PatchDiscriminator(nn.Module):
         layers += [nn.Conv2d(width, 1, 4, stride=1, padding=1)]
         self.model = nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x, depth=None):
+        """depth: the depth map to judge x with (a translation judged by the depth of the image it came
+        from); None: x's own."""
         if self.head_depth:
-            x = torch.cat([x, head_depth(x, self.head_depth)], 1)
+            x = torch.cat([x, head_depth(x, self.head_depth) if depth is None else depth], 1)
         return self.model(x)
 
 
@@ -143,8 +145,8 @@ class Discriminators(nn.Module):
         self.target = PatchDiscriminator(config)   # D_X
         self.source = PatchDiscriminator(config)   # D_S
 
-    def forward(self, target, source):
-        return self.target(target), self.source(source)
+    def forward(self, target, source, target_depth=None, source_depth=None):
+        return self.target(target, target_depth), self.source(source, source_depth)
 
 
 def predictor_outputs(task: str, n_classes: int) -> int:

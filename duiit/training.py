@@ -21,6 +21,7 @@ from .cohort import Cohort, SliceSet
 from .device import autocast
 from .distributed import DistributedContext, any_rank, gather_to_main, unwrap, wrap
 from .errors import DuiitError
+from .head_depth import head_depth
 from .image_pool import ImagePool
 from .losses import gan_loss, task_loss
 from .networks import (CycleTranslator, Discriminators, NetworkConfig, SlicePredictor, init_weights,
@@ -240,8 +241,9 @@ class Trainer:
         o = self.options
         with autocast(self.device):
             out = self._ddp("translator")(source, target, identity=o.lambda_identity > 0)
-            scores_target = self.discriminators.target(out["fake_target"])
-            scores_source = self.discriminators.source(out["fake_source"])
+            out["depth_of_source"], out["depth_of_target"] = self.input_depths(source, target)
+            scores_target = self.discriminators.target(out["fake_target"], out["depth_of_source"])
+            scores_source = self.discriminators.source(out["fake_source"], out["depth_of_target"])
             parts = {"gan": gan_loss(scores_target, True) + gan_loss(scores_source, True),
                      "cycle": F.l1_loss(out["rec_source"].float(), source) + F.l1_loss(out["rec_target"].float(), target)}
             total = parts["gan"] + o.lambda_cycle * parts["cycle"]
@@ -257,6 +259,15 @@ class Trainer:
                 parts["task_g"] = self.guidance_loss(out["fake_target"], source_labels, source_weights)
                 total = total + weight * parts["task_g"]
         return total, parts, out
+
+    def input_depths(self, source, target):
+        """With depth_from_input, the head depth maps of the images being translated: D judges each translation
+        by the outline of the image it came from, so a scalp drawn as air shows as air inside the head (its own
+        outline would have shrunk with it). None, None: each image's own."""
+        rings = self.network.discriminator_head_depth
+        if not (self.options.depth_from_input and rings):
+            return None, None
+        return head_depth(source, rings), head_depth(target, rings)
 
     def guidance_loss(self, fake_target, source_labels, source_weights=None):
         """C's task loss on G(source) for G: on the slices of the guiding classes only, if they are chosen."""
@@ -301,17 +312,33 @@ class Trainer:
                 losses["guide_task_real"] = self.predictor_step(target, target_labels, name="guide_predictor")[
                     "task_real"]
 
-        fake_target = self.pools["target"].query(out["fake_target"].detach().float())
-        fake_source = self.pools["source"].query(out["fake_source"].detach().float())
+        fake_target, fake_target_depth = self._pooled("target", out["fake_target"], out["depth_of_source"])
+        fake_source, fake_source_depth = self._pooled("source", out["fake_source"], out["depth_of_target"])
         n = real_target.shape[0]
         with autocast(self.device):  # real and fake in one call: DDP expects one forward per backward
-            scores_target, scores_source = self._ddp("discriminators")(torch.cat([real_target, fake_target]),
-                                                                        torch.cat([source, fake_source]))
+            scores_target, scores_source = self._ddp("discriminators")(
+                torch.cat([real_target, fake_target]), torch.cat([source, fake_source]),
+                self._beside_own_depth(real_target, fake_target_depth),
+                self._beside_own_depth(source, fake_source_depth))
             loss_d = 0.5 * (gan_loss(scores_target[:n], True) + gan_loss(scores_target[n:], False)
                             + gan_loss(scores_source[:n], True) + gan_loss(scores_source[n:], False))
         self._update("discriminators", loss_d)
         losses["discriminators"] = loss_d.item()
         return losses
+
+    def _pooled(self, name: str, fakes, depth):
+        """Fakes from the image pool, with the depth maps they are judged by (pooled with them) if given."""
+        fakes = fakes.detach().float()
+        if depth is None:
+            return self.pools[name].query(fakes), None
+        pooled = self.pools[name].query(torch.cat([fakes, depth.float()], 1))
+        return pooled[:, :1], pooled[:, 1:]
+
+    def _beside_own_depth(self, reals, fake_depth):
+        """Real images are judged by their own depth maps, the fakes after them by theirs."""
+        if fake_depth is None:
+            return None
+        return torch.cat([head_depth(reals, self.network.discriminator_head_depth), fake_depth.to(reals.dtype)])
 
     def predictor_step(self, target, target_labels, extra=None, extra_labels=None, extra_weights=None,
                        name="predictor") -> dict:

@@ -30,6 +30,7 @@ class TrainingOptions:
     guide_predictor: str = "joint"   # which C steers G: the joint one, or one trained on real target only
     mr_standard: bool = True         # MR histograms mapped onto the training volumes' (normalisation)
     mr_contrast_jitter: float = MR_CONTRAST_JITTER  # each training MR onto the standard bent by its own gamma
+    depth_from_input: bool = False   # D judges G(MR) with the MR's head depth map, F(CT) with the CT's
     pool_size: int = 50
     checkpoint_every: int = 100
     seed: int = 0

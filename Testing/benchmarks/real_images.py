@@ -258,7 +258,7 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
                               lambda_identity=args.lambda_identity, guide_classes=args.guide_classes,
                               guide_predictor=args.guide_predictor, lambda_structure=args.lambda_structure,
                               translator_ema=args.translator_ema, mr_standard=not args.no_mr_standard,
-                              mr_contrast_jitter=args.mr_contrast_jitter,
+                              mr_contrast_jitter=args.mr_contrast_jitter, depth_from_input=args.depth_from_input,
                               checkpoint_every=args.checkpoint_every or 10 ** 9)
     checkpoint = work / "checkpoints" / f"{method}-seed{seed}.ckpt" if args.checkpoint_every else None
     resuming = checkpoint is not None and checkpoint.is_file()
@@ -671,7 +671,9 @@ def _render_run(n: int, run: dict) -> list:
            f"{run['settings'].get('guide_predictor', 'joint')}, predictor width/depth "
            f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}, "
            f"discriminator layers {run['settings']['network']['discriminator_layers']}, head depth rings "
-           f"{_head_depth(run['settings']['network'])}, MR histogram standard "
+           f"{_head_depth(run['settings']['network'])}"
+           f"{' (D judges a translation by its input depth map)' if run['settings'].get('depth_from_input') else ''}"
+           ", MR histogram standard "
            f"{'on' if run['settings'].get('mr_standard') else 'off'}"
            f"{_contrast_jitter(run['settings'])}, seeds "
            f"{run['settings']['seeds']}",
@@ -897,6 +899,9 @@ def parse_args(argv=None):
                    help="PatchGAN layers (default: the small preset's, 2: 34 px patches; 3: 70 px)")
     p.add_argument("--head-depth", type=int,
                    help="rings of the depth from the head's edge that the discriminators see (default 0: off)")
+    p.add_argument("--depth-from-input", action="store_true",
+                   help="the discriminators judge each translation by the depth map of the image it came from, "
+                        "not its own (needs --head-depth)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     p.add_argument("--image-size", type=int, help="network input size in pixels (default: the small preset's, 64)")
     p.add_argument("--cohort-size", choices=("tiny", "small", "full"),
@@ -944,6 +949,8 @@ def parse_args(argv=None):
                                          ("--n-ct-unlabelled", args.n_ct_unlabelled)) if value is not None]
     if args.mr_contrast_jitter and args.no_mr_standard:
         p.error("--mr-contrast-jitter bends the MR standard: it cannot go with --no-mr-standard")
+    if args.depth_from_input and not args.head_depth:
+        p.error("--depth-from-input judges by the depth map: it needs --head-depth")
     if args.cohort and (shaping or args.cohort_seed or args.build_cohort_only):
         p.error(f"--cohort uses the cohort as it was built; "
                 f"{(shaping + ['--cohort-seed/--build-cohort-only'])[0]} cannot change it")
@@ -1020,6 +1027,7 @@ def run(argv=None) -> dict:
                                "guide_predictor": args.guide_predictor,
                                "lambda_structure": args.lambda_structure, "translator_ema": args.translator_ema,
                                "mr_standard": not args.no_mr_standard, "mr_contrast_jitter": args.mr_contrast_jitter,
+                               "depth_from_input": args.depth_from_input,
                                "contrast_gammas": "per training seed" if gammas_per_seed else None,
                                "methods": args.method_list + ([FRESH] if args.fresh_predictor else []),
                                "cohort_spec": spec, "cohort_seed": args.cohort_seed, "quick": args.quick},
