@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import pytest
 import torch
 
 from duiit.head_depth import head_depth, outside_head
@@ -75,14 +76,16 @@ def test_training_with_and_without_the_depth_channel(mr_cohort, tmp_path):
     from duiit.checkpoint import load_checkpoint
     from duiit.translate import translate_volume
     source = sitk.ReadImage(str(mr_cohort.parent / "mr_00.nii.gz"))
-    for rings, channels in (("4", 2), ("0", 1)):
+    for rings, channels, extra in (("4", 2, ["--depth-from-input", "--lambda-identity", "0"]), ("0", 1, [])):
         out = tmp_path / f"model{rings}.duiit"
         result = run_cli("train", "--manifest", mr_cohort, "--source", "MR", "--task", "classification",
                          "--method", "cyclegan", "-o", out, "--iterations", "3", "--checkpoint-every", "3",
-                         "--head-depth", rings, *TINY)
+                         "--head-depth", rings, *extra, *TINY)
         assert result.returncode == 0, result.stderr
         bundle = load_bundle(out)
         assert bundle.network.discriminator_head_depth == int(rings)
+        training = bundle.header["training"]
+        assert (training["depth_from_input"], training["lambda_identity"]) == ((True, 0) if extra else (False, 0.5))
         state = load_checkpoint(out.with_name(out.name + ".ckpt"), {})
         assert state["modules"]["discriminators"]["target.model.0.weight"].shape[1] == channels
         ct = translate_volume(bundle, source, device="cpu").ct
@@ -91,8 +94,11 @@ def test_training_with_and_without_the_depth_channel(mr_cohort, tmp_path):
         assert -1024 <= hu.min() and hu.max() <= 3071 and hu.std() > 1
 
 
-def test_a_depth_beyond_its_range_is_refused(mr_cohort, tmp_path):
+@pytest.mark.parametrize("arguments, message", [(["--head-depth", "-1"], "--head-depth -1"),
+                                                (["--depth-from-input"], "needs --head-depth"),
+                                                (["--lambda-identity", "-1"], "--lambda-identity -1")])
+def test_a_depth_or_identity_weight_out_of_range_is_refused(mr_cohort, tmp_path, arguments, message):
     result = run_cli("train", "--manifest", mr_cohort, "--source", "MR", "--task", "classification",
-                     "-o", tmp_path / "model.duiit", "--head-depth", "-1", *TINY)
-    assert result.returncode != 0 and "--head-depth -1" in result.stderr
+                     "-o", tmp_path / "model.duiit", *arguments, *TINY)
+    assert result.returncode != 0 and message in result.stderr
     assert not (tmp_path / "model.duiit").exists()

@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the discriminators also see each pixel's depth from the head's outer edge, in rings of "
                         "network pixels up to this many (default 0: off; 10 at the small preset's 64 px: a "
                         "truer translation, and on the benchmark a lower AUC for duiit's own predictor)")
+    p.add_argument("--depth-from-input", action="store_true",
+                   help="with --head-depth: the discriminators judge each translation by the depth map of the image "
+                        "it came from, so a scalp translated to air shows as air inside the head (on the 2 mm "
+                        "benchmark a lower paired MAE; default: each image by its own outline)")
+    p.add_argument("--lambda-identity", type=float, default=DEFAULTS.lambda_identity,
+                   help=f"weight of the identity loss, times the cycle weight (default {DEFAULTS.lambda_identity:g}, "
+                        "as in CycleGAN; 0: off)")
     p.add_argument("--iterations", type=int, default=DEFAULTS.iterations)
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--lr", type=float, default=DEFAULTS.lr)
@@ -154,6 +161,10 @@ def cmd_train(args):
         if not 0 <= args.head_depth <= 256:
             raise DuiitError(f"--head-depth {args.head_depth}: must be from 0 to 256 rings")
         network.discriminator_head_depth = args.head_depth
+    if args.depth_from_input and not network.discriminator_head_depth:
+        raise DuiitError("--depth-from-input judges by the head depth map: it needs --head-depth above 0")
+    if not args.lambda_identity >= 0:
+        raise DuiitError(f"--lambda-identity {args.lambda_identity}: must be 0 or more")
     if network.image_size < 16 or network.image_size % 4:
         raise DuiitError(f"--image-size {network.image_size}: must be a multiple of 4, at least 16")
     if args.iterations < 1 or args.batch_size < 1 or args.checkpoint_every < 1:
@@ -175,7 +186,8 @@ def cmd_train(args):
                               guide_predictor=args.guide_predictor, lambda_structure=args.lambda_structure,
                               translator_ema=args.translator_ema, checkpoint_every=args.checkpoint_every,
                               seed=args.seed, mr_standard=not args.no_mr_standard,
-                              mr_contrast_jitter=args.mr_contrast_jitter)
+                              mr_contrast_jitter=args.mr_contrast_jitter, lambda_identity=args.lambda_identity,
+                              depth_from_input=args.depth_from_input)
     progress = Progress(json_lines=args.progress_json)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:
