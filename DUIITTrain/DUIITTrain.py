@@ -74,6 +74,7 @@ class DUIITTrainParameterNode:
     imageSize: Annotated[int, WithinRange(16, 1024)] = 128
     preset: Annotated[str, Choice(list(trainLib.PRESETS))] = "small"
     headDepth: Annotated[int, WithinRange(0, trainLib.MAX_HEAD_DEPTH)] = 0
+    depthFromInput: bool = False
     mrStandard: bool = True
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     outputFolder: pathlib.Path
@@ -362,7 +363,8 @@ class DUIITTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             output_folder=str(node.outputFolder) if pathIsSet(node.outputFolder) else "",
             source_modality=node.sourceModality, target_modality=node.targetModality, task=node.task,
             method=node.method, iterations=node.iterations, image_size=node.imageSize, preset=node.preset,
-            head_depth=node.headDepth, mr_standard=node.mrStandard, device=node.device)
+            head_depth=node.headDepth, depth_from_input=node.depthFromInput, mr_standard=node.mrStandard,
+            device=node.device)
 
     def updateButtons(self, caller=None, event=None) -> None:
         running = self.worker is not None and self.worker.is_running

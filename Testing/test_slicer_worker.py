@@ -152,10 +152,11 @@ def test_train_arguments_and_output_layout(tmp_path):
     assert args[args.index("--method") + 1] == "cyclegan" and args[args.index("--image-size") + 1] == "64"
     assert args[args.index("--head-depth") + 1] == "0"  # the panel's default: off
     assert not build_parser().parse_args(["train", *args]).no_mr_standard  # the panel's default: standardise
-    settings.head_depth, settings.mr_standard = 10, False
+    assert not build_parser().parse_args(["train", *args]).depth_from_input
+    settings.head_depth, settings.depth_from_input, settings.mr_standard = 10, True, False
     parsed = build_parser().parse_args(["train", *train_arguments(settings)])  # what `duiit train` will read
     assert (parsed.head_depth, parsed.method, parsed.image_size, parsed.source) == (10, "cyclegan", 64, "PT")
-    assert parsed.no_mr_standard
+    assert parsed.no_mr_standard and parsed.depth_from_input
     assert "--resume" not in args and train_arguments(settings, resume=True)[-1] == "--resume"
     assert export_arguments(settings)[0] == str(settings.model)
     assert not can_resume(settings)
@@ -172,6 +173,8 @@ def test_train_arguments_and_output_layout(tmp_path):
         TrainSettings(output_folder=" ").check()
     with pytest.raises(DuiitError, match="head depth 300"):
         TrainSettings(output_folder=str(tmp_path), head_depth=300).check()
+    with pytest.raises(DuiitError, match="needs a head depth"):
+        TrainSettings(output_folder=str(tmp_path), depth_from_input=True).check()
 
 
 def test_dependency_check_and_device_summary():

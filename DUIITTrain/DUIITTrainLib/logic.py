@@ -34,6 +34,7 @@ class TrainSettings:
     image_size: int = 128
     preset: str = "small"
     head_depth: int = 0  # rings of head depth the discriminators see (duiit train --head-depth; 0: off)
+    depth_from_input: bool = False  # D judges a translation by its input's depth map (duiit train --depth-from-input)
     mr_standard: bool = True  # MR histograms onto the training MR's standard (duiit train --no-mr-standard)
     device: str = "auto"
     extra_args: list = field(default_factory=list)
@@ -53,6 +54,8 @@ class TrainSettings:
             raise DuiitError("iterations must be at least 1 and the image size at least 16 px")
         if not 0 <= int(self.head_depth) <= MAX_HEAD_DEPTH:
             raise DuiitError(f"head depth {self.head_depth}: must be from 0 to {MAX_HEAD_DEPTH} rings")
+        if self.depth_from_input and not int(self.head_depth):
+            raise DuiitError("judging translations by their input's head depth needs a head depth above 0 rings")
 
     # Where things go in the output folder.
     @property
@@ -202,6 +205,7 @@ def train_arguments(settings: TrainSettings, resume: bool = False) -> list:
         "--image-size", str(int(settings.image_size)),
         "--preset", settings.preset,
         "--head-depth", str(int(settings.head_depth)),
+        *(["--depth-from-input"] if settings.depth_from_input else []),
         *([] if settings.mr_standard else ["--no-mr-standard"]),
         "--device", settings.device or "auto",
         "--report", str(settings.report),
