@@ -77,7 +77,8 @@ class ResnetGenerator(nn.Module):
 class PatchDiscriminator(nn.Module):
     """PatchGAN: a grid of real/fake scores, each seeing a 70x70 patch with 3 layers. With head_depth > 0 it
     also sees how deep each pixel lies in the head (duiit/head_depth.py), so it can tell a skull drawn on
-    the wrong ring from a real one; it is computed from the image itself, so the input is still one image."""
+    the wrong ring from a real one; it is computed from the image itself (or given: the map of the image a
+    translation came from, TrainingOptions.depth_from_input), so the input is still one image."""
 
     def __init__(self, config: NetworkConfig):
         super().__init__()
