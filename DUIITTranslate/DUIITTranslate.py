@@ -55,6 +55,7 @@ class DUIITTranslateParameterNode:
     errorMapVolume - optional cycle-error map.
     predictionTable - the predictor's outputs (created when empty).
     device - auto, cpu or cuda.
+    views - how many mirrored / shifted views of each slice the translation averages (1, 2, 4 or 8).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -64,6 +65,7 @@ class DUIITTranslateParameterNode:
     errorMapVolume: vtkMRMLScalarVolumeNode
     predictionTable: vtkMRMLTableNode
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
+    views: Annotated[str, Choice(["1", "2", "4", "8"])] = "1"
 
 
 def pathIsSet(path) -> bool:
@@ -214,7 +216,7 @@ class DUIITTranslateWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     result = self.logic.translate(
                         node.inputVolume, str(node.bundlePath), output_node=node.outputVolume,
                         error_map_node=node.errorMapVolume, table_node=node.predictionTable, device=node.device,
-                        modality=node.inputModality, progress=self.onProgress)
+                        modality=node.inputModality, views=int(node.views), progress=self.onProgress)
                 except DuiitError as exc:
                     # A refused input (wrong modality, wrong bundle) is a message for the user, not a crash.
                     self.ui.statusLabel.text = str(exc)

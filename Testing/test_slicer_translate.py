@@ -57,6 +57,22 @@ def test_translate_node_matches_core_translation(scene, logic, trained_bundle):
     assert result.table_node.GetTable().GetNumberOfRows() == 1 + len(reference.prediction["slices"])
 
 
+def test_translate_averages_the_views_asked_for(scene, logic, trained_bundle):
+    import slicer
+    import SimpleITK as sitk
+    from DUIITTranslateLib.testing import add_phantom_volume
+
+    from duiit.bundle import load_bundle
+    from duiit.translate import translate_volume
+    input_node = add_phantom_volume("MR", name="MR input")
+    result = logic.translate(input_node, str(trained_bundle), modality="MR", device="cpu", views=4)
+    image = mrml.image_from_volume_node(input_node)
+    bundle = load_bundle(trained_bundle)
+    averaged = sitk.GetArrayFromImage(translate_volume(bundle, image, device="cpu", views=4).ct)
+    assert np.array_equal(slicer.util.arrayFromVolume(result.output_node), averaged)
+    assert not np.array_equal(averaged, sitk.GetArrayFromImage(translate_volume(bundle, image, device="cpu").ct))
+
+
 def assert_same_prediction(got, want):
     assert got["task"] == want["task"] and got["label_names"] == want["label_names"]
     assert got["volume"]["label"] == want["volume"]["label"]

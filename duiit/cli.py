@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .errors import DuiitError
 from .training_options import TrainingOptions
+from .view_averaging import VIEW_COUNTS
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
 DEFAULTS = TrainingOptions()
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--error-map", help="also write the cycle-reconstruction error |F(G(s)) - s|")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print the predictor's outputs as JSON")
+    p.add_argument("--views", type=int, default=1, choices=VIEW_COUNTS,
+                   help="average the translation over this many mirrored / shifted views of each slice: closer "
+                        "HU, smoother texture, one translator pass per view (default 1)")
 
     p = sub.add_parser("predict", parents=[compute], help="the predictor's outputs for a CT or CT-like volume")
     p.add_argument("bundle")
@@ -227,7 +231,8 @@ def cmd_translate(args):
         raise DuiitError(f"{args.input}: is a {tags['Modality']} series but {args.bundle} translates {source}")
     device, message = resolve_device(args.device)
     print(f"duiit: {message}", file=sys.stderr)
-    result = translate_volume(bundle, image, device=device, series_tags=tags, with_error_map=bool(args.error_map))
+    result = translate_volume(bundle, image, device=device, series_tags=tags, with_error_map=bool(args.error_map),
+                              views=args.views)
     if args.error_map:
         write_volume(result.error_map, args.error_map, dicom_tags={"Modality": "OT", "SeriesDescription":
                                                                    "DUIIT cycle error"})

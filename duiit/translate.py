@@ -44,6 +44,7 @@ from .normalisation import (CT_HIGH_HU, CT_LOW_HU, apply_standardisation, fit_so
 from .prediction import prediction_dict, run_predictor
 from .slices import (MIN_FOREGROUND_FRACTION, AxialLayout, SquareFit, foreground_fraction, in_plane_spacing,
                      informative, to_axial, volume_to_slices)
+from .view_averaging import ViewAveraging, check_view_count
 
 # Default batch: about this many network pixels per batch (16 slices at 256 px), within [low, high].
 BATCH_PIXELS = {"cpu": (2 ** 20, 4, 32), "cuda": (2 ** 21, 8, 64)}
@@ -321,18 +322,23 @@ def default_batch_size(image_size: int, device: torch.device) -> int:
 
 def translate_volume(bundle: Bundle, image: sitk.Image, device="auto", series_tags=None,
                      with_error_map: bool = False, batch_size: int | None = None, progress=None,
-                     fast: FastPath | None = None) -> Translation:
+                     fast: FastPath | None = None, views: int = 1) -> Translation:
     """`image` (MR/PT, any orientation) -> Translation (CT in HU on exactly the input's grid, prediction).
 
     `batch_size`: slices per network call (default: default_batch_size); `progress(done, total)` after each
-    batch; `fast`: device options (default FastPath.from_env(); the CPU always computes in fp32)."""
+    batch; `fast`: device options (default FastPath.from_env(); the CPU always computes in fp32); `views`:
+    1, or average the generator over 2, 4 or 8 mirrored / shifted views (duiit/view_averaging.py), that
+    many times the generator's work; the error map and the predictor see the averaged translation."""
     device, _ = resolve_device(device) if isinstance(device, str) else (torch.device(device), "")
     fast = (fast or FastPath.from_env()).resolve(device)
     header = bundle.header
     size = bundle.network.image_size
     batch_size = int(batch_size or default_batch_size(size, device))
+    to_ct = _generator(bundle, "to_target", device, fast)
+    if check_view_count(views) > 1:
+        to_ct = ViewAveraging(to_ct, views, bundle.network.generator_downsamplings)
     job = _Job(
-        to_ct=_generator(bundle, "to_target", device, fast),
+        to_ct=to_ct,
         to_source=_generator(bundle, "to_source", device, fast) if with_error_map else None,
         predictions=_Predictions(_predictor(bundle, device), header, device, deferred=_cuda_pipeline(device)),
         layout=AxialLayout.of(image), size=size, batch_size=batch_size, device=device, fast=fast,
@@ -358,7 +364,7 @@ def translate_volume(bundle: Bundle, image: sitk.Image, device="auto", series_ta
 
 @dataclass
 class _Job:
-    to_ct: InferenceGenerator
+    to_ct: InferenceGenerator | ViewAveraging
     to_source: InferenceGenerator | None
     predictions: _Predictions
     layout: AxialLayout

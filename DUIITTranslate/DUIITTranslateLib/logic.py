@@ -135,11 +135,12 @@ class TranslateLogicCore:
 
     def translate(self, input_node, bundle_path, output_node=None, error_map_node=None, table_node=None,
                   device: str = "auto", modality: str | None = None, with_error_map: bool | None = None,
-                  progress=None) -> TranslateResult:
+                  views: int = 1, progress=None) -> TranslateResult:
         """Translate `input_node` with the bundle; outputs get the input's exact geometry (and parent transform).
 
         `modality`: "MR" / "PT" to override what the node's DICOM header says ("auto" or None: read it).
-        The error map is made when `error_map_node` is given or `with_error_map` is true.
+        The error map is made when `error_map_node` is given or `with_error_map` is true. `views`: how many
+        mirrored / shifted views of each slice the translation averages (duiit/view_averaging.py).
         """
         if input_node is None:
             raise DuiitError("choose an input volume")
@@ -155,7 +156,7 @@ class TranslateLogicCore:
         make_error_map = bool(with_error_map) or error_map_node is not None
         translation = translate_volume(bundle, image, device=device,
                                        series_tags=series_tags(input_node, self.database),
-                                       with_error_map=make_error_map, progress=progress)
+                                       with_error_map=make_error_map, views=views, progress=progress)
         name = f"{input_node.GetName()} CT-like"
         output_node = self._into_node(translation.ct, image, input_node, output_node, name)
         mrml.set_ct_window(output_node)
