@@ -76,6 +76,8 @@ def test_fidelity_is_in_range(quick):
         assert "SIMULATED" in paired["note"] and paired["n_volumes"] == 1
         assert paired["mean"]["mae_hu"] >= 0 and math.isfinite(paired["mean"]["psnr_db"])
         assert -1.0 <= paired["mean"]["ssim"] <= 1.0
+        averaged = fidelity["paired_simulated_mr_8_views"]  # the same check, translated with --views 8
+        assert averaged["mae_hu"] >= 0 and averaged["mae_hu"] != paired["mean"]["mae_hu"]
         # per-bin medians minimise the absolute error of any intensity map, the constant 20 HU map included
         oracle, constant = paired["reference_oracle_intensity_map"], paired["reference_constant_20hu_in_head"]
         assert 0 <= oracle["mae_hu"] <= constant["mae_hu"]
@@ -87,6 +89,8 @@ def test_fidelity_is_in_range(quick):
                 assert s["mean_hu"] is None or -1100 <= s["mean_hu"] <= 3100
         assert 0 <= record["translated_source_train"]["auc"] <= 1 or record["translated_source_train"]["auc"] is None
     assert set(run["targets"]) >= {"duiit_auc_above_cyclegan", "duiit_auc_above_target-only", "all_met"}
+    mae_target = run["targets"]["duiit_paired_mae_at_most_100_hu"]
+    assert mae_target["views"] == 8 and mae_target["met"] == (min(mae_target["mae_hu"], mae_target["mae_hu_averaged"]) <= 100)
 
 
 def test_markdown_names_methods_machine_and_simulation(quick):
@@ -97,7 +101,8 @@ def test_markdown_names_methods_machine_and_simulation(quick):
         assert f"| {method} |" in markdown
     assert "SIMULATED" in markdown and "Command: `python -m Testing.benchmarks.real_images" in markdown
     assert data["runs"][0]["machine"]["cpu"] in markdown
-    assert "AUC" in result.stdout
+    assert "AUC" in result.stdout and "HU over 8 views" in result.stdout
+    assert "| duiit, averaged over 8 views (`--views 8`) |" in markdown
 
 
 def test_results_are_appended_and_analysis_kept(quick, tmp_path):
