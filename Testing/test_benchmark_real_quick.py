@@ -19,9 +19,14 @@ ALL = ["target-only", "naive", "cyclegan", "duiit", "duiit-fresh"]   # duiit-fre
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench_results")
-    work = tmp_path_factory.mktemp("bench_work")
+def quick_work(tmp_path_factory):
+    """The quick run's work folder (its cohort and bundles)."""
+    return tmp_path_factory.mktemp("bench_work")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory, quick_work):
+    out, work = tmp_path_factory.mktemp("bench_results"), quick_work
     result = subprocess.run([sys.executable, "-m", "Testing.benchmarks.real_images", "--quick", "--out", str(out),
                              "--work", str(work)], capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=300,
                             env=os.environ.copy())
@@ -91,6 +96,19 @@ def test_fidelity_is_in_range(quick):
     assert set(run["targets"]) >= {"duiit_auc_above_cyclegan", "duiit_auc_above_target-only", "all_met"}
     mae_target = run["targets"]["duiit_paired_mae_at_most_100_hu"]
     assert mae_target["views"] == 8 and mae_target["met"] == (min(mae_target["mae_hu"], mae_target["mae_hu_averaged"]) <= 100)
+
+
+def test_view_averaging_tool_repeats_the_paired_check(quick, quick_work, tmp_path):
+    from Testing.benchmarks.view_averaging import main
+    _, data, _, _ = quick
+    record = next(r for r in data["runs"][0]["records"] if r["method"] == "cyclegan")
+    cohort = next(p.parent for p in quick_work.rglob("check_manifest.csv"))
+    bundle = next(quick_work.rglob("cyclegan-seed0.duiit"))
+    assert main([str(cohort), str(bundle), "--views", "1,8", "--json", str(tmp_path / "views.json")]) == 0
+    rows = json.loads((tmp_path / "views.json").read_text())["bundles"][str(bundle)]
+    fidelity = record["fidelity"]
+    assert rows["1"]["mae_hu"] == pytest.approx(fidelity["paired_simulated_mr"]["mean"]["mae_hu"], rel=1e-5)
+    assert rows["8"]["mae_hu"] == pytest.approx(fidelity["paired_simulated_mr_8_views"]["mae_hu"], rel=1e-5)
 
 
 def test_markdown_names_methods_machine_and_simulation(quick):

@@ -1,6 +1,6 @@
 """Where a translator puts the skull: HU by depth from the head's outer edge, translated against real CT.
 
-    python -m Testing.benchmarks.edge_profile BUNDLE COHORT_DIR [--depth 8] [--json OUT.json]
+    python -m Testing.benchmarks.edge_profile BUNDLE COHORT_DIR [--depth 8] [--views 1] [--json OUT.json]
 
 On the paired check set of a real-image benchmark cohort (check_manifest.csv: MR SIMULATED from held-out real
 CT), each check MR is translated with the bundle; for each in-plane depth from the head's outer edge (1 = the
@@ -22,6 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from duiit.view_averaging import VIEW_COUNTS  # noqa: E402  (after the path set-up; no torch import)
 
 
 def depth_from_edge(head: np.ndarray, max_depth: int) -> np.ndarray:
@@ -52,14 +54,14 @@ def edge_profile(mr: np.ndarray, translated_hu: np.ndarray, real_hu: np.ndarray,
     return rows
 
 
-def check_set_profile(bundle_path: Path, cohort: Path, max_depth: int) -> list:
+def check_set_profile(bundle_path: Path, cohort: Path, max_depth: int, views: int = 1) -> list:
     """edge_profile over the cohort's check volumes, voxel-weighted."""
     from duiit.bundle import load_bundle
     from Testing.benchmarks.real_images import translated_check_set
     if not (cohort / "check_manifest.csv").is_file():
         raise SystemExit(f"edge_profile: {cohort} has no check_manifest.csv (not a benchmark cohort folder)")
     rows_by_volume = [edge_profile(mr, translated, real, head, max_depth)
-                      for mr, translated, real, head in translated_check_set(load_bundle(bundle_path), cohort)]
+                      for mr, translated, real, head in translated_check_set(load_bundle(bundle_path), cohort, views=views)]
     pooled = []
     for rows in zip(*rows_by_volume):
         voxels = sum(r["voxels"] for r in rows)
@@ -74,9 +76,11 @@ def main(argv=None) -> int:
     p.add_argument("bundle", type=Path)
     p.add_argument("cohort", type=Path, help="the benchmark cohort folder (with check_manifest.csv)")
     p.add_argument("--depth", type=int, default=8, help="deepest ring reported, in pixels")
+    p.add_argument("--views", type=int, default=1, choices=VIEW_COUNTS,
+                   help="translate averaged over this many views (duiit translate --views)")
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args(argv)
-    rows = check_set_profile(args.bundle, args.cohort, args.depth)
+    rows = check_set_profile(args.bundle, args.cohort, args.depth, args.views)
     print("depth px  voxels   MR mean  translated HU  real HU  MAE HU")
     for r in rows:
         print(f"{r['depth_px']:8d} {r['voxels']:7d} {r['mr_mean']:9.1f} {r['translated_mean_hu']:14.0f} "
