@@ -60,8 +60,8 @@ def check_set_profile(bundle_path: Path, cohort: Path, max_depth: int, views: in
     from Testing.benchmarks.real_images import translated_check_set
     if not (cohort / "check_manifest.csv").is_file():
         raise SystemExit(f"edge_profile: {cohort} has no check_manifest.csv (not a benchmark cohort folder)")
-    rows_by_volume = [edge_profile(mr, translated, real, head, max_depth)
-                      for mr, translated, real, head in translated_check_set(load_bundle(bundle_path), cohort, views=views)]
+    check_set = translated_check_set(load_bundle(bundle_path), cohort, views=views)
+    rows_by_volume = [edge_profile(mr, translated, real, head, max_depth) for mr, translated, real, head in check_set]
     pooled = []
     for rows in zip(*rows_by_volume):
         voxels = sum(r["voxels"] for r in rows)
