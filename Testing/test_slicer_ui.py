@@ -33,7 +33,7 @@ CONNECTORS = {
 
 
 def module_source(name):
-    return (ROOT / name / f"{name}.py").read_text()
+    return (ROOT / name / f"{name}.py").read_text(encoding="utf-8")
 
 
 def ui_tree(name):
@@ -144,7 +144,7 @@ def test_icons_are_png(path):
 
 @pytest.mark.parametrize("name", MODULES)
 def test_cmake_lists_name_existing_files_and_every_lib_file(name):
-    cmake = (ROOT / name / "CMakeLists.txt").read_text()
+    cmake = (ROOT / name / "CMakeLists.txt").read_text(encoding="utf-8")
     assert f"set(MODULE_NAME {name})" in cmake and "WITH_GENERIC_TESTS" in cmake
     assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in cmake
     listed = re.findall(r"^\s+(\S+\.(?:py|png|ui))\s*$", cmake.replace("${MODULE_NAME}", name), re.M)
@@ -152,13 +152,13 @@ def test_cmake_lists_name_existing_files_and_every_lib_file(name):
         assert (ROOT / name / path).is_file(), f"{name}/CMakeLists.txt lists a missing file: {path}"
     lib = {f"{name}Lib/{p.name}" for p in (ROOT / name / f"{name}Lib").glob("*.py")}
     assert lib and lib <= set(listed), f"Lib files not installed: {sorted(lib - set(listed))}"
-    testing = (ROOT / name / "Testing" / "Python" / "CMakeLists.txt").read_text()
+    testing = (ROOT / name / "Testing" / "Python" / "CMakeLists.txt").read_text(encoding="utf-8")
     for script in re.findall(r"SCRIPT (\S+)\)", testing):
         assert (ROOT / name / "Testing" / "Python" / script).is_file()
 
 
 def test_top_level_cmake_is_an_extension():
-    cmake = (ROOT / "CMakeLists.txt").read_text()
+    cmake = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "project(DUIIT)" in cmake
     for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):
         assert re.search(rf'set\(EXTENSION_{key} "[^"]+"\)', cmake), key
@@ -177,10 +177,10 @@ def test_module_files_compile_and_keep_qt_out_of_lib(name):
     logic = source[source.index(f"class {name}Logic("):source.index(f"class {name}Test(")]
     assert "qt." not in logic and "ctk." not in logic, "the Logic class must not use qt"
     for path in (ROOT / name / f"{name}Lib").glob("*.py"):
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(import|from)\s+(qt|ctk)\b", text, re.M), f"{path.name} imports qt"
     for path in (ROOT / "duiit").glob("*.py"):
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(import|from)\s+(qt|ctk)\b", text, re.M), f"duiit/{path.name} imports qt"
         if path.name != "mrml.py":
             assert not re.search(r"^\s*(import|from)\s+slicer\b", text, re.M), f"duiit/{path.name} imports slicer"

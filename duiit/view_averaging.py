@@ -2,7 +2,7 @@
 views of it (left-right mirrored, and shifted by half the generator's stride), each mapped back.
 
 Why: an unpaired generator draws texture it cannot read from the MR (the skull's two thin tables, its
-diploë) and draws it a little differently in each view, since its strided convolutions are not exactly
+diploe) and draws it a little differently in each view, since its strided convolutions are not exactly
 shift- or mirror-equivariant. The mean keeps what every view agrees on and cancels much of the guessed
 texture: on the benchmark's paired check (Testing/benchmarks/results/real_images.md) eight views lowered a
 CycleGAN translator's MAE from 127 to 94 HU. The cost is one generator pass per view. Heads are near
