@@ -240,6 +240,15 @@ def test_cuda_default_and_fp32_match_the_cpu(bundle, monkeypatch, precision):
 
 
 @cuda
+def test_cuda_views_match_the_cpu(bundle):
+    image = source_image(DIRECTIONS["oblique"], shape=(21, 40, 36))
+    cpu = sitk.GetArrayFromImage(translate_volume(bundle, image, device="cpu", views=8).ct)
+    result = translate_volume(bundle, image, device="cuda", batch_size=8, views=8)
+    assert_same_geometry(result.ct, image)
+    assert np.percentile(np.abs(sitk.GetArrayFromImage(result.ct) - cpu), 99.9) < 0.5
+
+
+@cuda
 def test_cuda_prediction_matches_the_cpu(bundle, monkeypatch):
     """predict_volume runs on CUDA with the CPU's slices and probabilities, and gives the caller's TF32 back."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
@@ -286,12 +295,14 @@ class _FakeCuda:
 
 @pytest.mark.parametrize("pinned", [True, False])
 @pytest.mark.parametrize("batch_size", [4, 16])
-def test_cuda_pipeline_logic_matches_the_cpu_pipeline(bundle, monkeypatch, pinned, batch_size):
+@pytest.mark.parametrize("views", [1, 4])  # averaged views: the padded last batch is averaged as well
+def test_cuda_pipeline_logic_matches_the_cpu_pipeline(bundle, monkeypatch, pinned, batch_size, views):
     import contextlib
 
     import duiit.translate as translate
     image = source_image(DIRECTIONS["sagittal_oblique"], shape=(13, 30, 26))
-    expected = translate_volume(bundle, image, device="cpu", with_error_map=True, batch_size=batch_size)
+    expected = translate_volume(bundle, image, device="cpu", with_error_map=True, batch_size=batch_size,
+                                views=views)
     monkeypatch.setattr(translate, "_cuda_pipeline", lambda device: True)
     monkeypatch.setattr(translate.FastPath, "resolve", lambda self, device: self)
     monkeypatch.setattr(translate, "_host_buffer", lambda shape, pinned: torch.empty(shape, dtype=torch.float32))
@@ -303,7 +314,8 @@ def test_cuda_pipeline_logic_matches_the_cpu_pipeline(bundle, monkeypatch, pinne
     done = []
     result = translate_volume(bundle, image, device="cpu", with_error_map=True, batch_size=batch_size,
                               fast=FastPath(precision="fp32", channels_last=False, pinned=pinned,
-                                            cudnn_benchmark=True), progress=lambda n, total: done.append(n))
+                                            cudnn_benchmark=True), progress=lambda n, total: done.append(n),
+                              views=views)
     assert done == sorted(done) and done[-1] == AxialLayout.of(image).shape[0]
     for name in ("ct", "error_map"):
         a, b = getattr(result, name), getattr(expected, name)
