@@ -52,3 +52,4 @@ def test_quick_mode_writes_results(ct_volume, tmp_path):
     assert run["reference_constant_20hu_in_head_mae_hu"] < run["final_check_mae_hu"] < 3000
     text = (tmp_path / "paired_reference.md").read_text()
     assert "PAIRED" in text and f"{run['final_check_mae_hu']:.1f}" in text
+    assert 0 < run["final_check_mae_8_views_hu"] < 3000 and f"{run['final_check_mae_8_views_hu']:.1f}" in text
