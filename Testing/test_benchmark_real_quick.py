@@ -112,6 +112,26 @@ def test_view_averaging_tool_repeats_the_paired_check(quick, quick_work, tmp_pat
     assert rows["8"]["mae_hu"] == pytest.approx(fidelity["paired_simulated_mr_8_views"]["mae_hu"], rel=1e-5)
 
 
+def test_lesion_erasure_tool_repeats_the_slice_auc(quick, quick_work, tmp_path):
+    """With lesions kept, the tool scores the benchmark's own test split: the same AUC as the run recorded."""
+    from Testing.benchmarks.lesion_erasure import main
+    _, data, _, _ = quick
+    record = next(r for r in data["runs"][0]["records"] if r["method"] == "cyclegan")
+    cohort = next(p.parent for p in quick_work.rglob("check_manifest.csv"))
+    bundle = next(quick_work.rglob("cyclegan-seed0.duiit"))
+    assert main([str(cohort), str(bundle), "--json", str(tmp_path / "erasure.json")]) == 0
+    figures = json.loads((tmp_path / "erasure.json").read_text())
+    row = figures["models"][str(bundle)]
+    recorded = record["test"]["auc"]
+    if recorded is None or math.isnan(recorded):  # no lesion slice in the quick test split
+        assert row["kept"] is None
+    else:
+        assert row["kept"] == pytest.approx(recorded, abs=1e-6)  # the results keep 6 digits
+    for key in ("erased", "inverted", "twin_auc"):
+        assert row[key] is None or 0.0 <= row[key] <= 1.0
+    assert figures["anatomy_auc"] is None or 0.0 <= figures["anatomy_auc"] <= 1.0
+
+
 def test_markdown_names_methods_machine_and_simulation(quick):
     _, data, markdown, result = quick
     assert markdown.startswith("# Benchmark on real head images")
