@@ -93,7 +93,10 @@ def test_fidelity_is_in_range(quick):
             for s in stats.values():
                 assert s["mean_hu"] is None or -1100 <= s["mean_hu"] <= 3100
         assert 0 <= record["translated_source_train"]["auc"] <= 1 or record["translated_source_train"]["auc"] is None
-    assert set(run["targets"]) >= {"duiit_auc_above_cyclegan", "duiit_auc_above_target-only", "all_met"}
+        for key in ("auc_lesions_erased", "twin_auc"):  # lesion_erasure.py: does C see lesions or levels?
+            assert record["test"][key] is None or 0.0 <= record["test"][key] <= 1.0
+    assert set(run["targets"]) >= {"duiit_auc_above_cyclegan", "duiit_auc_above_target-only",
+                                   "duiit_twin_auc_above_cyclegan", "duiit_twin_auc_above_target-only", "all_met"}
     mae_target = run["targets"]["duiit_paired_mae_at_most_100_hu"]
     assert mae_target["views"] == 8
     assert mae_target["met"] == (min(mae_target["mae_hu"], mae_target["mae_hu_averaged"]) <= 100)
@@ -142,6 +145,7 @@ def test_markdown_names_methods_machine_and_simulation(quick):
     assert data["runs"][0]["machine"]["cpu"] in markdown
     assert "AUC" in result.stdout and "HU over 8 views" in result.stdout
     assert "| duiit, averaged over 8 views (`--views 8`) |" in markdown
+    assert "twin AUC (lesion slice vs itself erased) |" in markdown and "twin AUC" in result.stdout
 
 
 def test_results_are_appended_and_analysis_kept(quick, tmp_path):

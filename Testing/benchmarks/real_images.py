@@ -292,7 +292,8 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
     seconds = time.monotonic() - started - paused[0]
     predictor = unwrap(trainer.predictor)
     record = {"method": method, "seed": seed, "train_seconds": round(seconds, 1), "steps": trainer.step,
-              "test": predictor_metrics(predictor, cohort.target_test, cohort.label_names, device),
+              "test": {**predictor_metrics(predictor, cohort.target_test, cohort.label_names, device),
+                       **lesion_visibility(predictor, args, cohort, network)},
               "final_losses": loss_summary(trainer.history)}
     if resuming:
         record["resumed"] = True  # from a checkpoint: train_seconds counts this process's steps only
@@ -328,8 +329,22 @@ def train_fresh(seed: int, translator_state: dict, args, cohort, network, device
     predictor = unwrap(trainer.predictor)
     return {"method": FRESH, "seed": seed, "train_seconds": round(time.monotonic() - started, 1),
             "steps": trainer.step - args.iterations,
-            "test": predictor_metrics(predictor, cohort.target_test, cohort.label_names, device),
+            "test": {**predictor_metrics(predictor, cohort.target_test, cohort.label_names, device),
+                     **lesion_visibility(predictor, args, cohort, network)},
             "final_losses": loss_summary(trainer.history)}
+
+
+def lesion_visibility(predictor, args, cohort, network) -> dict:
+    """The slice AUC with every test lesion erased, and the twin AUC: each lesion slice against itself with
+    its lesion erased (Testing/benchmarks/lesion_erasure.py); 0.5 when a predictor finds lesion slices by
+    their level in the head alone. The edited test split is loaded once per run."""
+    from Testing.benchmarks.lesion_erasure import test_slices, visibility
+    if getattr(args, "twin_sets", None) is None:
+        with tempfile.TemporaryDirectory(prefix="duiit-erased-") as scratch:
+            args.twin_sets = {v: test_slices(args.manifest_path.parent, v, network.image_size, cohort.label_names,
+                                             Path(scratch)) for v in ("kept", "erased")}
+    row = visibility(predictor, args.twin_sets, cohort.label_names.index("lesion"))
+    return {"auc_lesions_erased": row["erased"], "twin_auc": row["twin_auc"]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -591,7 +606,8 @@ def aggregate_run(records: list, methods: list) -> dict:
         if not rows:
             continue
         entry = {k: mean_std([r["test"].get(k) for r in rows])
-                 for k in ("auc", "auc_probability", "accuracy", "balanced_accuracy", "volume_auc")}
+                 for k in ("auc", "auc_probability", "accuracy", "balanced_accuracy", "volume_auc",
+                           "auc_lesions_erased", "twin_auc")}
         entry["train_seconds"] = mean_std([r["train_seconds"] for r in rows])
         if rows[0].get("translated_source_train"):
             entry["auc_on_translated_mr_train"] = mean_std([r["translated_source_train"]["auc"] for r in rows])
@@ -620,13 +636,16 @@ def targets(summary: dict) -> dict:
     """Issue 4's targets. 'Above by more than one std': mean difference > the larger of the two stds."""
     from duiit.fidelity import TARGET_MAE_HU
     result = {}
-    duiit = summary.get("duiit", {}).get("auc")
-    for other in ("cyclegan", "target-only"):
-        o = summary.get(other, {}).get("auc")
-        if duiit and o and duiit["mean"] is not None and o["mean"] is not None:
-            margin = max(duiit["std"], o["std"])
-            result[f"duiit_auc_above_{other}"] = {"difference": duiit["mean"] - o["mean"], "required_above": margin,
-                                                  "met": duiit["mean"] - o["mean"] > margin}
+    # the twin AUC (runs from 255 on) asks the same of lesions seen, not of the slices' level in the head
+    for metric in ("auc", "twin_auc"):
+        duiit = summary.get("duiit", {}).get(metric)
+        for other in ("cyclegan", "target-only"):
+            o = summary.get(other, {}).get(metric)
+            if duiit and o and duiit["mean"] is not None and o["mean"] is not None:
+                margin = max(duiit["std"], o["std"])
+                result[f"duiit_{metric}_above_{other}"] = {"difference": duiit["mean"] - o["mean"],
+                                                           "required_above": margin,
+                                                           "met": duiit["mean"] - o["mean"] > margin}
     mae = summary.get("duiit", {}).get("paired_mae_hu")
     if mae and mae["mean"] is not None:
         entry = {"mae_hu": mae["mean"], "met": mae["mean"] <= TARGET_MAE_HU}
@@ -722,11 +741,20 @@ def _render_run(n: int, run: dict) -> list:
                     "log-odds (the two were equal in every later record: no ties).", "",
                     "| method | slice AUC (softmax p) | slice accuracy | balanced accuracy | volume AUC | "
                     "C's AUC on G(MR) train | train s |", "|---|---|---|---|---|---|---|"]
+        twins = any("twin_auc" in r["test"] for r in run["records"])
+        if twins:  # runs from 255 on: two more columns (lesion_erasure.py)
+            out[-2] += " slice AUC, test lesions erased | twin AUC (lesion slice vs itself erased) |"
+            out[-1] += "---|---|"
         for method, e in s.items():
             out.append(f"| {method} | {_pm(e, 'auc')} | " + (f"{_pm(e, 'auc_probability')} | " if both else "")
                        + f"{_pm(e, 'accuracy')} | {_pm(e, 'balanced_accuracy')} | "
                        f"{_pm(e, 'volume_auc')} | {_pm(e, 'auc_on_translated_mr_train')} | "
-                       f"{_pm(e, 'train_seconds', 0)} |")
+                       f"{_pm(e, 'train_seconds', 0)} |"
+                       + (f" {_pm(e, 'auc_lesions_erased')} | {_pm(e, 'twin_auc')} |" if twins else ""))
+        if twins:
+            out += ["", "A twin AUC of 0.5: the predictor scores each lesion slice as the same slice without its "
+                    "lesion, so its slice AUC comes from where lesions can be (their level in the head), not from "
+                    "seeing them."]
         out.append("")
         fid = [(k, e) for k, e in s.items() if "paired_mae_hu" in e]
         if fid:
@@ -1133,6 +1161,7 @@ def main(argv=None) -> int:
         print(record["built_cohort"])
     for method, entry in record["summary"].items():
         print(f"{method:14s} AUC {_pm(entry, 'auc')}  accuracy {_pm(entry, 'accuracy')}"
+              + (f"  twin AUC {_pm(entry, 'twin_auc')}" if entry.get("twin_auc", {}).get("n") else "")
               + (f"  paired MAE {_pm(entry, 'paired_mae_hu', 1)} HU" if "paired_mae_hu" in entry else "")
               + (f" ({_pm(entry, f'paired_{AVERAGED_VIEWS}_views_mae_hu', 1)} HU over {AVERAGED_VIEWS} views)"
                  if f"paired_{AVERAGED_VIEWS}_views_mae_hu" in entry else ""))
