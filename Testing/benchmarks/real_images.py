@@ -636,7 +636,7 @@ def targets(summary: dict) -> dict:
     """Issue 4's targets. 'Above by more than one std': mean difference > the larger of the two stds."""
     from duiit.fidelity import TARGET_MAE_HU
     result = {}
-    # the twin AUC (runs from 255 on) asks the same of lesions seen, not of the slices' level in the head
+    # the twin AUC (runs from 256 on) asks the same of lesions seen, not of the slices' level in the head
     for metric in ("auc", "twin_auc"):
         duiit = summary.get("duiit", {}).get(metric)
         for other in ("cyclegan", "target-only"):
@@ -742,7 +742,7 @@ def _render_run(n: int, run: dict) -> list:
                     "| method | slice AUC (softmax p) | slice accuracy | balanced accuracy | volume AUC | "
                     "C's AUC on G(MR) train | train s |", "|---|---|---|---|---|---|---|"]
         twins = any("twin_auc" in r["test"] for r in run["records"])
-        if twins:  # runs from 255 on: two more columns (lesion_erasure.py)
+        if twins:  # runs from 256 on: two more columns (lesion_erasure.py)
             out[-2] += " slice AUC, test lesions erased | twin AUC (lesion slice vs itself erased) |"
             out[-1] += "---|---|"
         for method, e in s.items():
