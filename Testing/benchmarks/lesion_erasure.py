@@ -51,7 +51,7 @@ def edit_lesions(hu: np.ndarray, lesion: np.ndarray, variant: str) -> np.ndarray
     return edited
 
 
-def test_cases(cohort: Path) -> list:
+def ct_test_cases(cohort: Path) -> list:
     from duiit.manifest import read_manifest
     cases = [c for c in read_manifest(cohort / "manifest.csv") if c.modality == "CT" and c.split == "test"]
     if not cases:
@@ -59,14 +59,14 @@ def test_cases(cohort: Path) -> list:
     return cases
 
 
-def test_slices(cohort: Path, variant: str, image_size: int, label_names: list, scratch: Path):
+def edited_test_split(cohort: Path, variant: str, image_size: int, label_names: list, scratch: Path):
     """(network-unit slices, slice labels) of the CT test split with its lesions edited, loaded as the
     benchmark loads them (duiit.cohort.load_case)."""
     import SimpleITK as sitk
     import torch
     from duiit.cohort import load_case
     images, labels = [], []
-    for case in test_cases(cohort):
+    for case in ct_test_cases(cohort):
         if variant != "kept" and case.mask is not None:
             image = sitk.ReadImage(str(case.path))
             lesion = sitk.GetArrayFromImage(sitk.ReadImage(str(case.mask))) > 0
@@ -86,7 +86,7 @@ def anatomy_auc(cohort: Path) -> float | None:
     """AUC of the slice's brain-like area (BRAIN_HU) alone, over the test split's slices inside the head."""
     import SimpleITK as sitk
     areas, positive = [], []
-    for case in test_cases(cohort):
+    for case in ct_test_cases(cohort):
         hu = sitk.GetArrayFromImage(sitk.ReadImage(str(case.path)))
         lesion = (sitk.GetArrayFromImage(sitk.ReadImage(str(case.mask))) > 0 if case.mask is not None
                   else np.zeros(hu.shape, bool))
@@ -127,9 +127,11 @@ def _auc(scores, positive) -> float | None:
     return None if np.isnan(value) else value
 
 
-def visibility(predictor, sets: dict, lesion: int) -> dict:
+def visibility(predictor, sets: dict, lesion: int, device="cpu") -> dict:
+    """{variant: slice AUC, "twin_auc", "lesion_log_odds"} of a predictor (on `device`) over `sets`, which
+    hold "kept" and "erased" (and any other variant) as (images, slice labels)."""
     from Testing.benchmarks.real_images import lesion_scores
-    scores = {v: lesion_scores(predictor, images, lesion, "cpu") for v, (images, _) in sets.items()}
+    scores = {v: lesion_scores(predictor, images, lesion, device) for v, (images, _) in sets.items()}
     positive = sets["kept"][1] == lesion
     out = {v: _auc(s, positive) for v, s in scores.items()}
     twins = np.concatenate([scores["kept"][positive], scores["erased"][positive]])
@@ -159,8 +161,8 @@ def main(argv=None) -> int:
         for spec in args.models:
             predictor, size = load_predictor(spec, len(label_names))
             if size not in sets_by_size:
-                sets_by_size[size] = {v: test_slices(args.cohort, v, size, label_names, Path(scratch) / str(size))
-                                      for v in VARIANTS}
+                sets_by_size[size] = {v: edited_test_split(args.cohort, v, size, label_names,
+                                                           Path(scratch) / str(size)) for v in VARIANTS}
             row = figures["models"][spec] = visibility(predictor, sets_by_size[size], lesion)
             print(f"{spec} | {_fmt(row['kept'])} | {_fmt(row['erased'])} | {_fmt(row['inverted'])} | "
                   f"{_fmt(row['twin_auc'])}", flush=True)

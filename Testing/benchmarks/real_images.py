@@ -293,7 +293,7 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
     predictor = unwrap(trainer.predictor)
     record = {"method": method, "seed": seed, "train_seconds": round(seconds, 1), "steps": trainer.step,
               "test": {**predictor_metrics(predictor, cohort.target_test, cohort.label_names, device),
-                       **lesion_visibility(predictor, args, cohort, network)},
+                       **lesion_visibility(predictor, args, cohort, network, device)},
               "final_losses": loss_summary(trainer.history)}
     if resuming:
         record["resumed"] = True  # from a checkpoint: train_seconds counts this process's steps only
@@ -330,20 +330,20 @@ def train_fresh(seed: int, translator_state: dict, args, cohort, network, device
     return {"method": FRESH, "seed": seed, "train_seconds": round(time.monotonic() - started, 1),
             "steps": trainer.step - args.iterations,
             "test": {**predictor_metrics(predictor, cohort.target_test, cohort.label_names, device),
-                     **lesion_visibility(predictor, args, cohort, network)},
+                     **lesion_visibility(predictor, args, cohort, network, device)},
             "final_losses": loss_summary(trainer.history)}
 
 
-def lesion_visibility(predictor, args, cohort, network) -> dict:
+def lesion_visibility(predictor, args, cohort, network, device) -> dict:
     """The slice AUC with every test lesion erased, and the twin AUC: each lesion slice against itself with
     its lesion erased (Testing/benchmarks/lesion_erasure.py); 0.5 when a predictor finds lesion slices by
     their level in the head alone. The edited test split is loaded once per run."""
-    from Testing.benchmarks.lesion_erasure import test_slices, visibility
+    from Testing.benchmarks.lesion_erasure import edited_test_split, visibility
     if getattr(args, "twin_sets", None) is None:
         with tempfile.TemporaryDirectory(prefix="duiit-erased-") as scratch:
-            args.twin_sets = {v: test_slices(args.manifest_path.parent, v, network.image_size, cohort.label_names,
-                                             Path(scratch)) for v in ("kept", "erased")}
-    row = visibility(predictor, args.twin_sets, cohort.label_names.index("lesion"))
+            args.twin_sets = {v: edited_test_split(args.manifest_path.parent, v, network.image_size,
+                                                   cohort.label_names, Path(scratch)) for v in ("kept", "erased")}
+    row = visibility(predictor, args.twin_sets, cohort.label_names.index("lesion"), device)
     return {"auc_lesions_erased": row["erased"], "twin_auc": row["twin_auc"]}
 
 
