@@ -2,6 +2,7 @@
 benchmark on a tiny cohort, 1 seed and 3 iterations. Checks that the results files are well-formed and every
 metric is within its valid range; no performance assertions. Skips when the real images cannot be fetched."""
 
+import csv
 import json
 import math
 import os
@@ -289,3 +290,25 @@ def test_a_stopped_or_killed_run_resumes_from_its_checkpoint(quick, tmp_path):
     refused = subprocess.run(base, capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=120,
                              env=os.environ.copy())
     assert refused.returncode == 2 and "--checkpoint-every needs --work" in refused.stderr
+
+
+def test_twins_join_their_patients_split_as_negatives(tmp_path):
+    """--twins: each labelled lesion patient's lesion-free twin is in the cohort, labelled none, and the labels
+    the core reads still match the cohort's masks."""
+    out, work = tmp_path / "out", tmp_path / "work"
+    result = subprocess.run([sys.executable, "-m", "Testing.benchmarks.real_images", "--quick", "--twins",
+                             "--mr-volumes", "colin27_t1", "--methods", "target-only", "--out", str(out),
+                             "--work", str(work)], capture_output=True, text=True, encoding="utf-8", cwd=ROOT,
+                            timeout=300, env=os.environ.copy())
+    if result.returncode == 3:
+        pytest.skip(result.stderr.strip().splitlines()[-1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = json.loads((out / "real_images.json").read_text())["runs"][0]
+    assert run["settings"]["cohort_spec"]["twins"] is True
+    assert run["cohort"]["label_check"]["match"], run["cohort"]["label_check"]
+    rows = list(csv.DictReader(open(next(work.rglob("manifest.csv")))))
+    twins = [r for r in rows if r["patient_id"].endswith("-twin")]
+    lesion_patients = [r for r in rows if r["label"] == "lesion"]
+    assert len(twins) == len(lesion_patients) > 0
+    assert all(t["label"] == "none" and not t["mask"] for t in twins)
+    assert any("TWINS" in caveat for caveat in run["cohort"]["caveats"])

@@ -316,3 +316,24 @@ def test_unlabelled_ct_patients_are_added_without_changing_the_others(real, tmp_
     assert [c.patient_id for c in cases if not c.labelled] == ["CTU-001", "CTU-002"]
     assert hc.main([str(tmp_path / "bad"), *common, "--ct-unlabelled", "-1"]) == 2
     assert "-1 unlabelled CT patients" in capsys.readouterr().err
+
+
+def test_twins_are_the_lesion_patients_without_their_lesions(real, tmp_path):
+    common = ["--ct", "3", "--mr", "2", "--check", "0", "--size", "tiny", "--mr-volumes", "colin27_t1"]
+    assert hc.main([str(tmp_path / "plain"), *common]) == 0
+    assert hc.main([str(tmp_path / "twins"), *common, "--twins"]) == 0
+    plain = list(csv.DictReader(open(tmp_path / "plain" / "manifest.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "twins" / "manifest.csv")))
+    assert [r for r in rows if not r["patient_id"].endswith("-twin")] == plain  # the others do not change
+    twins = [r for r in rows if r["patient_id"].endswith("-twin")]
+    lesion_rows = [r for r in plain if r["label"] == "lesion"]
+    assert [t["patient_id"] for t in twins] == [r["patient_id"] + "-twin" for r in lesion_rows] and twins
+    for row in lesion_rows:
+        twin = next(t for t in twins if t["patient_id"] == row["patient_id"] + "-twin")
+        assert (twin["split"], twin["modality"], twin["label"], twin["mask"]) == (row["split"], row["modality"],
+                                                                                  "none", "")
+        image, plain_twin = _array(tmp_path / "plain", row["path"]), _array(tmp_path / "twins", twin["path"])
+        lesion = _array(tmp_path / "plain", row["mask"]) > 0
+        near = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(lesion.astype(np.uint8)), [4] * 3)) > 0
+        assert np.abs(image[~near] - plain_twin[~near]).max() <= (1 if row["modality"] == "CT" else 0.05 * image.max())
+        assert np.abs(image[lesion] - plain_twin[lesion]).mean() > 5 * np.abs(image[~near] - plain_twin[~near]).mean()

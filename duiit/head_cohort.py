@@ -36,6 +36,7 @@ real volumes, and ``cohort.json`` says so. What is and what is not real:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -584,10 +585,12 @@ def case_rng(seed: int, role: str, index: int) -> np.random.Generator:
 
 
 def make_case(volume: RealVolume, preset: str, rng: np.random.Generator, n_lesions: int,
-              mr_lesion_gain=MR_LESION_GAIN) -> dict:
+              mr_lesion_gain=MR_LESION_GAIN, twin: bool = False) -> dict:
     """One augmented patient: {"grid", "image", "clean", "head", "lesion_mask", "record"} (image: int16 HU for
     CT, float32 for MR; clean: the image before its intensity jitter and noise; lesion_mask: 1 simulated
-    lesion, 2 real tumour)."""
+    lesion, 2 real tumour). `twin`: also "twin_image" / "twin_clean", the same patient without its simulated
+    lesions (the same augmentation, jitter and noise), a negative whose level in the head matches. The
+    draws of `rng` do not depend on it."""
     augmentation = Augmentation.random(rng)
     data = augmented(volume, preset, augmentation)
     grid = data["grid"]
@@ -595,32 +598,41 @@ def make_case(volume: RealVolume, preset: str, rng: np.random.Generator, n_lesio
                             mr_gain=mr_lesion_gain)
     image, mask = insert_lesions(data["image"], data["brain"], lesions, grid, volume.modality, rng)
     clean = image
-    if volume.modality == "CT":
-        image, jitter = jitter_ct(image, rng)
-    else:
-        image, jitter = jitter_mr(image, rng, data["head"])
+    twin_rng = copy.deepcopy(rng) if twin else None  # the twin's jitter and noise: the same draws
+
+    def jittered(plain, stream):
+        return jitter_ct(plain, stream) if volume.modality == "CT" else jitter_mr(plain, stream, data["head"])
+
+    image, jitter = jittered(image, rng)
     mask[data["tumour"] > 0] = 2
     record = {"source_volume": volume.name, "augmentation": augmentation.as_dict(), "intensity": jitter,
               "lesions_requested": n_lesions, "simulated_lesions": [les.as_dict() for les in lesions],
               "real_tumour_voxels": int((data["tumour"] > 0).sum()), "size": list(grid.GetSize()),
               "spacing_mm": [round(s, 4) for s in grid.GetSpacing()],
               "lesion_slices": [int(k) for k in np.nonzero(mask.reshape(mask.shape[0], -1).any(1))[0]]}
-    return {"grid": grid, "image": image, "clean": clean, "head": data["head"], "lesion_mask": mask,
+    case = {"grid": grid, "image": image, "clean": clean, "head": data["head"], "lesion_mask": mask,
             "record": record}
+    if twin:
+        case["twin_image"], case["twin_clean"] = jittered(data["image"], twin_rng)[0], data["image"]
+    return case
 
 
-def simulated_mr_case(ct_volume: RealVolume, preset: str, rng: np.random.Generator, n_lesions: int) -> dict:
+def simulated_mr_case(ct_volume: RealVolume, preset: str, rng: np.random.Generator, n_lesions: int,
+                      twin: bool = False) -> dict:
     """One augmented CT patient (its lesions with the CT contrast) and the T1 SIMULATED from it: make_case's
-    dict with "mr" and "mr_simulation" added."""
-    case = make_case(ct_volume, preset, rng, n_lesions)
+    dict with "mr" and "mr_simulation" added (and "twin_mr", simulated from the twin, with `twin`)."""
+    case = make_case(ct_volume, preset, rng, n_lesions, twin=twin)
+    twin_rng = copy.deepcopy(rng) if twin else None
     case["mr"], case["mr_simulation"] = simulate_t1_from_ct(case["clean"].astype(np.float32), case["grid"], rng)
+    if twin:
+        case["twin_mr"] = simulate_t1_from_ct(case["twin_clean"].astype(np.float32), case["grid"], twin_rng)[0]
     return case
 
 
 def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small", n_check=2,
                  ct_train_fraction=0.25, lesion_fraction=0.5, cache_dir=None, samples=None,
                  real_volumes=None, mr_volumes=None, mr_lesion_gain=MR_LESION_GAIN, n_ct_unlabelled=0,
-                 progress=None) -> Path:
+                 twins=False, progress=None) -> Path:
     """Write a labelled head MR -> CT cohort into out_dir and return the path of its manifest.csv.
 
     n_ct_patients augmentations of the real CT (split: round(ct_train_fraction * n), at least 1, "train",
@@ -637,6 +649,10 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
     acute blood on T1).
     The random draws do not depend on it, so two cohorts that differ only in it have the same patients and
     lesions.
+    twins: each labelled patient with simulated lesions (and no real tumour) also gets a lesion-free twin,
+    "<patient>-twin" in the same split, labelled "none": the same augmentation, jitter and noise without the
+    lesions, so that a slice's level in the head says nothing about its label. The other patients do not
+    depend on it.
     out_dir is replaced as a whole (atomically) if it is an earlier cohort; any other non-empty folder is
     refused.
     """
@@ -678,11 +694,12 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
         for role, index, volume, n_lesions, split in jobs:
             patient = f"{role}-{index + 1:03d}"
             simulated = role == "MR" and volume.modality == "CT"  # SIMULATED_T1 stands for the CT volume
+            twin = twins and split != UNLABELLED and n_lesions > 0
             if simulated:
-                case = simulated_mr_case(volume, size, case_rng(seed, role, index), n_lesions)
+                case = simulated_mr_case(volume, size, case_rng(seed, role, index), n_lesions, twin)
                 case["record"]["mr_simulation"] = case["mr_simulation"]
             else:
-                case = make_case(volume, size, case_rng(seed, role, index), n_lesions, mr_lesion_gain)
+                case = make_case(volume, size, case_rng(seed, role, index), n_lesions, mr_lesion_gain, twin)
             folder = role.lower()
             names = {"path": f"{folder}/{patient}.nii.gz", "mask": f"{folder}/{patient}_lesion.nii.gz",
                      "head_mask": f"{folder}/{patient}_head.nii.gz"}
@@ -700,6 +717,12 @@ def build_cohort(out_dir, n_ct_patients=8, n_mr_patients=12, seed=0, size="small
             cases[patient] = dict(case["record"], source_volume=source_name, modality=modality, label=label,
                                   split=split)
             say(f"{patient}: {source_name}, {label}, {len(case['record']['lesion_slices'])} lesion slices")
+            if twin and case["record"]["simulated_lesions"] and not case["record"]["real_tumour_voxels"]:
+                twin_path = f"{folder}/{patient}-twin.nii.gz"
+                _write(case["twin_mr"] if simulated else case["twin_image"], case["grid"], tmp / twin_path)
+                rows.append(dict(row, path=twin_path, mask="", label="none", patient_id=f"{patient}-twin"))
+                cases[f"{patient}-twin"] = dict(cases[patient], label="none", lesion_slices=[], simulated_lesions=[],
+                                                twin_of=patient)
         for index in range(n_check):
             patient = f"CHECK-{index + 1:02d}"
             case = simulated_mr_case(ct_volume, size, case_rng(seed, "CHECK", index), 0)
@@ -782,13 +805,15 @@ def main(argv=None) -> int:
     parser.add_argument("--mr-lesion-gain", type=lambda text: [float(v) for v in text.split(",")],
                         default=list(MR_LESION_GAIN), help="LOW,HIGH: an MR lesion's brightness over the local brain "
                         "(default 0.3,0.6; negative, e.g. -0.35,-0.2, for lesions darker than the brain)")
+    parser.add_argument("--twins", action="store_true",
+                        help="a lesion-free twin of each labelled lesion patient, as a negative in the same split")
     parser.add_argument("--cache", help="sample image cache folder (default $DUIIT_CACHE or ~/.cache/duiit)")
     args = parser.parse_args(argv)
     try:
         manifest = build_cohort(args.out_dir, n_ct_patients=args.ct, n_mr_patients=args.mr, n_check=args.check,
                                 seed=args.seed, size=args.size, cache_dir=args.cache, mr_volumes=args.mr_volumes,
                                 mr_lesion_gain=args.mr_lesion_gain, n_ct_unlabelled=args.ct_unlabelled,
-                                progress=lambda message: print(message, file=sys.stderr))
+                                twins=args.twins, progress=lambda message: print(message, file=sys.stderr))
     except DuiitError as exc:
         print(f"duiit: error: {exc}", file=sys.stderr)
         return 2

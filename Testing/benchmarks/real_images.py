@@ -109,10 +109,17 @@ def make_cohort(work: Path, spec: dict, seed: int, cache_dir=None) -> Path:
                                         lesion_fraction=spec["lesion_fraction"], samples=samples,
                                         mr_volumes=spec.get("mr_volumes"),
                                         mr_lesion_gain=spec.get("mr_lesion_gain", head_cohort.MR_LESION_GAIN),
-                                        n_ct_unlabelled=spec.get("n_ct_unlabelled", 0))
+                                        n_ct_unlabelled=spec.get("n_ct_unlabelled", 0),
+                                        twins=spec.get("twins", False))
     # how it was built, for --cohort on a machine that cannot fetch the images
     (manifest.parent / COHORT_RECORD).write_text(json.dumps({"spec": spec, "cohort_seed": seed}, indent=1) + "\n")
     return manifest
+
+
+def summary_rows(manifest: Path) -> list:
+    import csv
+    with open(manifest, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def cohort_description(manifest: Path, cohort) -> dict:
@@ -154,6 +161,10 @@ def cohort_description(manifest: Path, cohort) -> dict:
     if unlabelled:
         caveats.append(f"{unlabelled} more CT patients (augmentations of the same CT, lesions as often as in the "
                        "labelled ones) are UNLABELLED: they train the translators' CT side only, never a predictor")
+    twins = sum(r["patient_id"].endswith("-twin") for r in summary_rows(manifest))
+    if twins:
+        caveats.append(f"{twins} patients are lesion-free TWINS of labelled lesion patients (the same augmentation, "
+                       "jitter and noise without the lesions; label none, in their patient's split)")
     caveats += ["CT lesions are SIMULATED, hyperdense 65-85 HU"
                 + ("; the real tumours of brain1/brain2 count as lesions (MR only)"
                    if {"brain1_t1", "brain2_t1"} & set(mr_names) else ""),
@@ -940,6 +951,9 @@ def parse_args(argv=None):
     p.add_argument("--n-mr", type=int, help=f"MR patients (default {FULL_COHORT['n_mr_patients']})")
     p.add_argument("--n-ct-unlabelled", type=int,
                    help="more CT patients without labels, for the translators only (default 0; quick: 1)")
+    p.add_argument("--twins", action="store_true", default=None,
+                   help="a lesion-free twin of each labelled lesion patient (CT and MR), a negative in the same split, "
+                        "so that a slice's level in the head says nothing about its label")
     p.add_argument("--source-weight", type=float, default=DEFAULTS.source_weight,
                    help="b: weight of C's loss on (translated) MR")
     p.add_argument("--predictor-width", type=int, help="predictor width (default: the small preset's)")
@@ -995,7 +1009,8 @@ def parse_args(argv=None):
                                          ("--ct-train-fraction", args.ct_train_fraction),
                                          ("--cohort-size", args.cohort_size),
                                          ("--mr-lesion-gain", args.mr_lesion_gain),
-                                         ("--n-ct-unlabelled", args.n_ct_unlabelled)) if value is not None]
+                                         ("--n-ct-unlabelled", args.n_ct_unlabelled), ("--twins", args.twins))
+               if value is not None]
     if args.mr_contrast_jitter and args.no_mr_standard:
         p.error("--mr-contrast-jitter bends the MR standard: it cannot go with --no-mr-standard")
     if args.depth_from_input and not args.head_depth:
@@ -1031,7 +1046,7 @@ def run(argv=None) -> dict:
         for key, value in (("n_ct_patients", args.n_ct), ("ct_train_fraction", args.ct_train_fraction),
                            ("n_mr_patients", args.n_mr), ("mr_volumes", args.mr_volumes),
                            ("size", args.cohort_size), ("mr_lesion_gain", args.mr_lesion_gain),
-                           ("n_ct_unlabelled", args.n_ct_unlabelled)):
+                           ("n_ct_unlabelled", args.n_ct_unlabelled), ("twins", args.twins)):
             if value is not None:
                 spec[key] = value
         device, device_message = resolve_device(args.device)
