@@ -116,12 +116,6 @@ def make_cohort(work: Path, spec: dict, seed: int, cache_dir=None) -> Path:
     return manifest
 
 
-def summary_rows(manifest: Path) -> list:
-    import csv
-    with open(manifest, newline="") as handle:
-        return list(csv.DictReader(handle))
-
-
 def cohort_description(manifest: Path, cohort) -> dict:
     summary = json.loads((manifest.parent / "cohort.json").read_text())
     mr_names = [v["name"] for v in summary["real_volumes"] if v["modality"] == "MR"]
@@ -161,7 +155,8 @@ def cohort_description(manifest: Path, cohort) -> dict:
     if unlabelled:
         caveats.append(f"{unlabelled} more CT patients (augmentations of the same CT, lesions as often as in the "
                        "labelled ones) are UNLABELLED: they train the translators' CT side only, never a predictor")
-    twins = sum(r["patient_id"].endswith("-twin") for r in summary_rows(manifest))
+    from duiit.manifest import read_manifest
+    twins = sum(case.patient_id.endswith("-twin") for case in read_manifest(manifest))
     if twins:
         caveats.append(f"{twins} patients are lesion-free TWINS of labelled lesion patients (the same augmentation, "
                        "jitter and noise without the lesions; label none, in their patient's split)")
