@@ -136,6 +136,14 @@ def test_contrast_jitter_without_the_mr_standard_is_refused(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("options, problem", [(("--guide-pretrain", "-5"), "must be 0"),
+                                              (("--guide-pretrain", "5"), "--guide-predictor target")])
+def test_guide_pretraining_without_a_target_guide_is_refused(tmp_path, options, problem):
+    out = tmp_path / "m.duiit"
+    assert_clean_error(train(manifest(tmp_path, good_rows(tmp_path)), out, *options), "--guide-pretrain", problem)
+    assert not out.exists()
+
+
 def test_unwritable_outputs(tmp_path, trained_bundle):
     path = manifest(tmp_path, good_rows(tmp_path))
     (tmp_path / "blocker").write_text("a file, not a folder")

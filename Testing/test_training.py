@@ -190,6 +190,56 @@ def test_a_target_trained_guide_predictor_steers_g_and_never_learns_from_g_of_so
         trainer_for(cohort, guide_predictor="both")
 
 
+def test_guide_pretraining_trains_the_target_guide_alone_before_the_joint_phase(cohort):
+    trainer = trainer_for(cohort, guide_predictor="target", guide_pretrain=4, iterations=2)
+    assert trainer.phases == [("guide", 4), ("joint", 2)] and trainer.total_steps == 6
+    before = {name: {k: v.clone() for k, v in module.state_dict().items()}
+              for name, module in trainer.modules().items()}
+    trainer.phases, trainer.total_steps = [("guide", 4)], 4
+    trainer.run()
+    changed = {name for name, module in trainer.modules().items()
+               if any(not torch.equal(before[name][k], v) for k, v in module.state_dict().items())}
+    assert changed == {"guide_predictor"}  # G, D and the joint C wait for the joint phase
+    assert [h["phase"] for h in trainer.history] == ["guide"] * 4
+    assert all(set(h) == {"step", "phase", "guide_task_real"} for h in trainer.history)
+
+    full = trainer_for(cohort, guide_predictor="target", guide_pretrain=4, iterations=2)
+    full.run()
+    assert [h["phase"] for h in full.history] == ["guide"] * 4 + ["joint"] * 2
+    for options, problem in (({"guide_pretrain": 3}, "needs method duiit with --guide-predictor target"),
+                             ({"guide_pretrain": 3, "method": "cyclegan", "guide_predictor": "target"},
+                              "not cyclegan"),
+                             ({"guide_pretrain": -1, "guide_predictor": "target"}, "must be 0 .off. or more")):
+        with pytest.raises(DuiitError, match=problem):
+            trainer_for(cohort, **options)
+
+
+def test_a_run_with_guide_pretraining_resumes_in_the_joint_phase_to_the_same_weights(cohort, tmp_path):
+    options = dict(guide_predictor="target", guide_pretrain=2, iterations=3)
+    (tmp_path / "a").mkdir()
+    straight = trainer_for(cohort, tmp_path / "a", **options)
+    straight.run()
+    (tmp_path / "b").mkdir()
+    first = trainer_for(cohort, tmp_path / "b", **options)  # checkpoints at steps 3 and 5
+    original_step, calls = first.joint_step, []
+
+    def joint_step_then_die(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed at step 5: the checkpoint of step 3 (one joint step) is on disk
+        calls.append(1)
+        return original_step(*args, **kwargs)
+
+    first.joint_step = joint_step_then_die
+    with pytest.raises(KeyboardInterrupt):
+        first.run()
+    resumed = trainer_for(cohort, tmp_path / "b", **options)
+    resumed.run(resume=True)
+    assert [h["phase"] for h in resumed.history] == ["guide", "guide", "joint", "joint", "joint"]
+    for a, b in zip(straight.state()["modules"].values(), resumed.state()["modules"].values()):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+
 def test_the_structure_loss_reaches_both_generators_only_when_weighted(cohort):
     plain = trainer_for(cohort)
     source, labels = plain.source_sampler.sample(2, "cpu")

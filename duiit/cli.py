@@ -73,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which predictor steers the translator: joint (default, trained on real and translated "
                         "images, as in the paper) or target (a second one trained on real target images only, "
                         "so the translator cannot invent a code that only the joint predictor reads)")
+    p.add_argument("--guide-pretrain", type=int, default=DEFAULTS.guide_pretrain, metavar="STEPS",
+                   help="with --guide-predictor target: train that guide on real target images alone for this many "
+                        "steps before the joint phase, so it has learnt the task before it steers the translator "
+                        f"(default {DEFAULTS.guide_pretrain}: off)")
     p.add_argument("--no-mr-standard", action="store_true",
                    help="keep each MR volume's own histogram shape (two-point scaling only) instead of mapping it "
                         "onto the training MR volumes' standard; for MR from one scanner, where the standard "
@@ -155,7 +159,7 @@ def cmd_index(args):
 def cmd_train(args):
     from .networks import PRESETS, NetworkConfig
     from .progress import Progress
-    from .training import Cancelled
+    from .training import Cancelled, check_guide_pretrain
     from .training_job import run_training
     network = NetworkConfig.from_dict(PRESETS[args.preset].to_dict())
     for name in ("image_size", "generator_width", "generator_blocks"):
@@ -187,11 +191,13 @@ def cmd_train(args):
                               iterations=args.iterations, batch_size=args.batch_size, lr=args.lr,
                               lambda_task=args.lambda_task, warmup=args.warmup, guidance=not args.no_guidance,
                               task_floor=args.task_floor, guide_classes=args.guide_classes,
-                              guide_predictor=args.guide_predictor, lambda_structure=args.lambda_structure,
+                              guide_predictor=args.guide_predictor, guide_pretrain=args.guide_pretrain,
+                              lambda_structure=args.lambda_structure,
                               translator_ema=args.translator_ema, checkpoint_every=args.checkpoint_every,
                               seed=args.seed, mr_standard=not args.no_mr_standard,
                               mr_contrast_jitter=args.mr_contrast_jitter, lambda_identity=args.lambda_identity,
                               depth_from_input=args.depth_from_input)
+    check_guide_pretrain(options)  # here, before the cohort is read (minutes), as well as in the Trainer
     progress = Progress(json_lines=args.progress_json)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:

@@ -2,7 +2,8 @@
 
 Methods (same data, same split, same predictor and predictor budget):
   duiit        joint: C's loss on G(source) reaches G (weight ramped in after a warm-up), C trains on
-               real + G(source); `guidance=False` is the ablation where G(source) is detached.
+               real + G(source); `guidance=False` is the ablation where G(source) is detached. With the
+               target guide and guide_pretrain > 0, a "guide" phase first trains that guide on real target.
   cyclegan     two-stage: CycleGAN without a predictor, then a fresh C on real + translated source.
   naive        C on real target + untranslated (normalised) source.
   target-only  C on real target only.
@@ -45,9 +46,9 @@ class Cancelled(Exception):
         self.checkpoint = checkpoint
 
 
-def phases(method: str, iterations: int) -> list:
+def phases(method: str, iterations: int, guide_pretrain: int = 0) -> list:
     if method == "duiit":
-        return [("joint", iterations)]
+        return ([("guide", guide_pretrain)] if guide_pretrain > 0 else []) + [("joint", iterations)]
     if method == "cyclegan":
         return [("translator", iterations), ("predictor", iterations)]
     if method in ("naive", "target-only"):
@@ -74,6 +75,16 @@ def guide_labels(options: TrainingOptions, label_names: list):
     if unknown:
         raise DuiitError(f"guide class {unknown[0]!r} is not a label of this cohort ({', '.join(label_names)})")
     return torch.tensor([label_names.index(n) for n in names])
+
+
+def check_guide_pretrain(options: TrainingOptions) -> None:
+    """Only a guide of its own can learn ahead: the joint C must not train on real target alone for longer."""
+    steps = options.guide_pretrain
+    if steps < 0:
+        raise DuiitError(f"--guide-pretrain {steps}: must be 0 (off) or more steps")
+    if steps and (options.method, options.guide_predictor) != ("duiit", "target"):
+        raise DuiitError(f"--guide-pretrain {steps} trains the target guide: it needs method duiit with "
+                         f"--guide-predictor target, not {options.method} with the {options.guide_predictor} guide")
 
 
 def learning_rate_factor(iteration: int, total: int) -> float:
@@ -154,7 +165,7 @@ class Trainer:
         self.context = context or DistributedContext()
         self.progress = progress
         self.checkpoint_path = checkpoint_path
-        self.phases = phases(options.method, options.iterations)
+        self.phases = phases(options.method, options.iterations, options.guide_pretrain)
         self.total_steps = sum(n for _, n in self.phases)
         self.step = 0
         self.history = []  # one dict of losses per step (main process)
@@ -169,6 +180,7 @@ class Trainer:
         if options.guide_predictor not in GUIDE_PREDICTORS:
             raise DuiitError(f"guide predictor {options.guide_predictor!r}: use one of {', '.join(GUIDE_PREDICTORS)}")
         guided = options.method == "duiit" and options.guide_predictor == "target"
+        check_guide_pretrain(options)
         self.guide_predictor = SlicePredictor(network, outputs) if guided else None
         for module in self.modules().values():
             init_weights(module, init)
@@ -371,6 +383,13 @@ class Trainer:
         return self.predictor_step(target, self._standardise(target_labels), extra,
                                    None if extra_labels is None else self._standardise(extra_labels))
 
+    def guide_only_step(self) -> dict:
+        """The target guide learns the task on real target before it steers G (an untrained guide pushes G
+        towards whatever it happens to score, not towards what marks the class in real images)."""
+        target, target_labels = self.target_sampler.sample(self.options.batch_size, self.device)
+        return {"guide_task_real": self.predictor_step(target, self._standardise(target_labels),
+                                                       name="guide_predictor")["task_real"]}
+
     # -- helpers -----------------------------------------------------------------------------------
 
     def _standardise(self, labels):
@@ -432,6 +451,8 @@ class Trainer:
                     self._set_learning_rate(iteration, length)
                     if phase == "predictor":
                         losses = self.predictor_only_step()
+                    elif phase == "guide":
+                        losses = self.guide_only_step()
                     else:
                         losses = self.joint_step(iteration, length, with_predictor=phase == "joint")
                     self.step += 1

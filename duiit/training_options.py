@@ -28,6 +28,7 @@ class TrainingOptions:
     task_floor: float = 0.0          # > 0: G's task loss per slice counts only above this (losses.task_loss)
     guide_classes: str = ""          # classification: comma-separated classes whose slices steer G ("": all)
     guide_predictor: str = "joint"   # which C steers G: the joint one, or one trained on real target only
+    guide_pretrain: int = 0          # steps the target-only guide trains alone before the joint phase
     mr_standard: bool = True         # MR histograms mapped onto the training volumes' (normalisation)
     mr_contrast_jitter: float = MR_CONTRAST_JITTER  # each training MR onto the standard bent by its own gamma
     depth_from_input: bool = False   # D judges G(MR) with the MR's head depth map, F(CT) with the CT's

@@ -263,7 +263,8 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
                               warmup=args.warmup, guidance=method != ABLATION, seed=seed,
                               source_weight=args.source_weight, task_floor=args.task_floor,
                               lambda_identity=args.lambda_identity, guide_classes=args.guide_classes,
-                              guide_predictor=args.guide_predictor, lambda_structure=args.lambda_structure,
+                              guide_predictor=args.guide_predictor, guide_pretrain=args.guide_pretrain,
+                              lambda_structure=args.lambda_structure,
                               translator_ema=args.translator_ema, mr_standard=not args.no_mr_standard,
                               mr_contrast_jitter=args.mr_contrast_jitter, depth_from_input=args.depth_from_input,
                               checkpoint_every=args.checkpoint_every or 10 ** 9)
@@ -706,7 +707,8 @@ def _render_run(n: int, run: dict) -> list:
            f"{run['settings'].get('lambda_structure', 0.0)}, translator EMA decay "
            f"{run['settings'].get('translator_ema', 0.0)}, guiding classes "
            f"{run['settings'].get('guide_classes') or 'all'}, guiding predictor "
-           f"{run['settings'].get('guide_predictor', 'joint')}, predictor width/depth "
+           f"{run['settings'].get('guide_predictor', 'joint')}"
+           f"{_guide_pretrain(run['settings'])}, predictor width/depth "
            f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}, "
            f"discriminator layers {run['settings']['network']['discriminator_layers']}, head depth rings "
            f"{_head_depth(run['settings']['network'])}"
@@ -837,6 +839,11 @@ def _render_run(n: int, run: dict) -> list:
     return out
 
 
+def _guide_pretrain(settings: dict) -> str:
+    steps = settings.get("guide_pretrain", 0)
+    return f" (trained on real CT alone for {steps} steps before it steers)" if steps else ""
+
+
 def _head_depth(network: dict) -> str:
     """The depth channel's rings as 'G/F x, D y' (runs 107-115 tried it in the generators too), or 0."""
     generator, discriminator = network.get("generator_head_depth", 0), network.get("discriminator_head_depth", 0)
@@ -911,6 +918,9 @@ def parse_args(argv=None):
                    help="only MR slices of these classes steer G (e.g. lesion; default: all)")
     p.add_argument("--guide-predictor", choices=("joint", "target"), default=DEFAULTS.guide_predictor,
                    help="which predictor steers G: joint (default) or target (trained on real CT only)")
+    p.add_argument("--guide-pretrain", type=int, default=DEFAULTS.guide_pretrain, metavar="STEPS",
+                   help="duiit with the target guide: steps that guide trains on real CT alone before the joint "
+                        "phase (default 0: off)")
     p.add_argument("--lambda-identity", type=float, default=DEFAULTS.lambda_identity,
                    help=f"identity loss weight, times lambda_cycle (default {DEFAULTS.lambda_identity:g})")
     p.add_argument("--lambda-structure", type=float, default=DEFAULTS.lambda_structure,
@@ -1083,7 +1093,7 @@ def run(argv=None) -> dict:
                                "lambda_task": args.lambda_task, "warmup": args.warmup, "seeds": seeds,
                                "source_weight": args.source_weight, "task_floor": args.task_floor,
                                "lambda_identity": args.lambda_identity, "guide_classes": args.guide_classes,
-                               "guide_predictor": args.guide_predictor,
+                               "guide_predictor": args.guide_predictor, "guide_pretrain": args.guide_pretrain,
                                "lambda_structure": args.lambda_structure, "translator_ema": args.translator_ema,
                                "mr_standard": not args.no_mr_standard, "mr_contrast_jitter": args.mr_contrast_jitter,
                                "depth_from_input": args.depth_from_input,
