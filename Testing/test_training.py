@@ -302,7 +302,7 @@ def test_every_method_trains_and_evaluates_on_real_ct(cohort, method):
 
 
 @pytest.mark.parametrize("data, options", [("cohort", {}), ("cohort_with_unlabelled_ct", {}),
-                                           ("cohort", {"translator_ema": 0.9}),
+                                           ("cohort", {"translator_ema": 0.9}), ("cohort", {"predictor_augment": True}),
                                            ("cohort", {"depth_from_input": True, "network": DEPTH_NETWORK})])
 def test_resume_continues_to_the_same_weights(data, options, request, tmp_path):
     cohort = request.getfixturevalue(data)

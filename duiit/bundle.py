@@ -33,7 +33,7 @@ PICKLE_SIGNATURES = (b"PK\x03\x04", b"\x80")  # torch.save zip archive, raw pick
 # 256 px), far below sizes that would hang or exhaust memory while the networks are built.
 NETWORK_BOUNDS = {"image_size": (16, 2048), "generator_width": (1, 512), "generator_blocks": (0, 64),
                   "generator_downsamplings": (0, 6), "discriminator_width": (1, 512), "discriminator_layers": (1, 8),
-                  "predictor_width": (1, 512), "predictor_depth": (1, 10)}
+                  "predictor_width": (1, 512), "predictor_depth": (1, 10), "predictor_max_pool": (0, 1)}
 DICT_FIELDS = ("network", "normalisation", "data_summary", "metrics", "training", "versions")
 
 

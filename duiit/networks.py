@@ -22,6 +22,7 @@ class NetworkConfig:
     predictor_width: int = 32
     predictor_depth: int = 4        # conv stages, each halving the size
     discriminator_head_depth: int = 0  # >0: D also sees each pixel's depth from the head's edge, up to this
+    predictor_max_pool: int = 0     # 1: C pools its feature map by the maximum (a finding anywhere), 0: the mean
 
     def to_dict(self):
         return asdict(self)
@@ -115,7 +116,10 @@ class SlicePredictor(nn.Module):
                        nn.MaxPool2d(2)]
             width_in = width
         self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width_in, outputs))
+        # The mean weighs a small lesion by its share of the slice; the maximum by how lesion-like its most
+        # lesion-like spot is (as in weakly supervised detection).
+        pool = nn.AdaptiveMaxPool2d(1) if config.predictor_max_pool else nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Sequential(pool, nn.Flatten(), nn.Linear(width_in, outputs))
 
     def forward(self, x):
         return self.head(self.features(x))

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
+from .augmentation import mirror_and_shift
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cohort import Cohort, SliceSet
 from .device import autocast
@@ -359,6 +360,8 @@ class Trainer:
         o = self.options
         getattr(self, name).train()
         images = target if extra is None else torch.cat([target, extra])
+        if o.predictor_augment:
+            images = mirror_and_shift(images, max(1, images.shape[-1] // 16), self.rng)
         with autocast(self.device):
             outputs = self._ddp(name)(images)
             n = target.shape[0]

@@ -264,7 +264,7 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
                               source_weight=args.source_weight, task_floor=args.task_floor,
                               lambda_identity=args.lambda_identity, guide_classes=args.guide_classes,
                               guide_predictor=args.guide_predictor, guide_pretrain=args.guide_pretrain,
-                              lambda_structure=args.lambda_structure,
+                              predictor_augment=args.predictor_augment, lambda_structure=args.lambda_structure,
                               translator_ema=args.translator_ema, mr_standard=not args.no_mr_standard,
                               mr_contrast_jitter=args.mr_contrast_jitter, depth_from_input=args.depth_from_input,
                               checkpoint_every=args.checkpoint_every or 10 ** 9)
@@ -709,7 +709,8 @@ def _render_run(n: int, run: dict) -> list:
            f"{run['settings'].get('guide_classes') or 'all'}, guiding predictor "
            f"{run['settings'].get('guide_predictor', 'joint')}"
            f"{_guide_pretrain(run['settings'])}, predictor width/depth "
-           f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}, "
+           f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}"
+           f"{' (max pooling)' if run['settings']['network'].get('predictor_max_pool') else ''}, "
            f"discriminator layers {run['settings']['network']['discriminator_layers']}, head depth rings "
            f"{_head_depth(run['settings']['network'])}"
            f"{' (D judges a translation by its input depth map)' if run['settings'].get('depth_from_input') else ''}"
@@ -963,6 +964,11 @@ def parse_args(argv=None):
                    help="b: weight of C's loss on (translated) MR")
     p.add_argument("--predictor-width", type=int, help="predictor width (default: the small preset's)")
     p.add_argument("--predictor-depth", type=int, help="predictor conv stages (default: the small preset's)")
+    p.add_argument("--predictor-augment", action="store_true",
+                   help="the predictors' training slices mirrored left-right and shifted by up to 1/16 of the "
+                        "image at random")
+    p.add_argument("--predictor-max-pool", action="store_true",
+                   help="the predictor pools its feature map by the maximum, not the mean")
     p.add_argument("--discriminator-layers", type=int,
                    help="PatchGAN layers (default: the small preset's, 2: 34 px patches; 3: 70 px)")
     p.add_argument("--head-depth", type=int,
@@ -1072,6 +1078,7 @@ def run(argv=None) -> dict:
                 setattr(network, key, getattr(args, key))
         if args.head_depth is not None:
             network.discriminator_head_depth = args.head_depth
+        network.predictor_max_pool = int(args.predictor_max_pool)
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
 
         def cohort_for(seed):
@@ -1094,6 +1101,7 @@ def run(argv=None) -> dict:
                                "source_weight": args.source_weight, "task_floor": args.task_floor,
                                "lambda_identity": args.lambda_identity, "guide_classes": args.guide_classes,
                                "guide_predictor": args.guide_predictor, "guide_pretrain": args.guide_pretrain,
+                               "predictor_augment": args.predictor_augment,
                                "lambda_structure": args.lambda_structure, "translator_ema": args.translator_ema,
                                "mr_standard": not args.no_mr_standard, "mr_contrast_jitter": args.mr_contrast_jitter,
                                "depth_from_input": args.depth_from_input,
