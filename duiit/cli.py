@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --guide-predictor target: train that guide on real target images alone for this many "
                         "steps before the joint phase, so it has learnt the task before it steers the translator "
                         f"(default {DEFAULTS.guide_pretrain}: off)")
+    p.add_argument("--predictor-augment", action="store_true",
+                   help="mirror the predictor's training slices left-right and shift them by up to 1/16 of the image "
+                        "at random, so that with few labelled patients it learns what a finding looks like rather "
+                        "than where each patient's findings lie (default: off)")
     p.add_argument("--no-mr-standard", action="store_true",
                    help="keep each MR volume's own histogram shape (two-point scaling only) instead of mapping it "
                         "onto the training MR volumes' standard; for MR from one scanner, where the standard "
@@ -192,7 +196,7 @@ def cmd_train(args):
                               lambda_task=args.lambda_task, warmup=args.warmup, guidance=not args.no_guidance,
                               task_floor=args.task_floor, guide_classes=args.guide_classes,
                               guide_predictor=args.guide_predictor, guide_pretrain=args.guide_pretrain,
-                              lambda_structure=args.lambda_structure,
+                              predictor_augment=args.predictor_augment, lambda_structure=args.lambda_structure,
                               translator_ema=args.translator_ema, checkpoint_every=args.checkpoint_every,
                               seed=args.seed, mr_standard=not args.no_mr_standard,
                               mr_contrast_jitter=args.mr_contrast_jitter, lambda_identity=args.lambda_identity,
