@@ -76,6 +76,7 @@ class DUIITTrainParameterNode:
     headDepth: Annotated[int, WithinRange(0, trainLib.MAX_HEAD_DEPTH)] = 0
     depthFromInput: bool = False
     mrStandard: bool = True
+    predictorAugment: bool = False
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     outputFolder: pathlib.Path
     seriesSelection: str = ""
@@ -364,7 +365,7 @@ class DUIITTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             source_modality=node.sourceModality, target_modality=node.targetModality, task=node.task,
             method=node.method, iterations=node.iterations, image_size=node.imageSize, preset=node.preset,
             head_depth=node.headDepth, depth_from_input=node.depthFromInput, mr_standard=node.mrStandard,
-            device=node.device)
+            predictor_augment=node.predictorAugment, device=node.device)
 
     def updateButtons(self, caller=None, event=None) -> None:
         running = self.worker is not None and self.worker.is_running

@@ -153,10 +153,12 @@ def test_train_arguments_and_output_layout(tmp_path):
     assert args[args.index("--head-depth") + 1] == "0"  # the panel's default: off
     assert not build_parser().parse_args(["train", *args]).no_mr_standard  # the panel's default: standardise
     assert not build_parser().parse_args(["train", *args]).depth_from_input
+    assert not build_parser().parse_args(["train", *args]).predictor_augment
     settings.head_depth, settings.depth_from_input, settings.mr_standard = 10, True, False
+    settings.predictor_augment = True
     parsed = build_parser().parse_args(["train", *train_arguments(settings)])  # what `duiit train` will read
     assert (parsed.head_depth, parsed.method, parsed.image_size, parsed.source) == (10, "cyclegan", 64, "PT")
-    assert parsed.no_mr_standard and parsed.depth_from_input
+    assert parsed.no_mr_standard and parsed.depth_from_input and parsed.predictor_augment
     assert "--resume" not in args and train_arguments(settings, resume=True)[-1] == "--resume"
     assert export_arguments(settings)[0] == str(settings.model)
     assert not can_resume(settings)

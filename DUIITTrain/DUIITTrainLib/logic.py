@@ -36,6 +36,7 @@ class TrainSettings:
     head_depth: int = 0  # rings of head depth the discriminators see (duiit train --head-depth; 0: off)
     depth_from_input: bool = False  # D judges a translation by its input's depth map (duiit train --depth-from-input)
     mr_standard: bool = True  # MR histograms onto the training MR's standard (duiit train --no-mr-standard)
+    predictor_augment: bool = False  # C's training slices mirrored and shifted (duiit train --predictor-augment)
     device: str = "auto"
     extra_args: list = field(default_factory=list)
 
@@ -207,6 +208,7 @@ def train_arguments(settings: TrainSettings, resume: bool = False) -> list:
         "--head-depth", str(int(settings.head_depth)),
         *(["--depth-from-input"] if settings.depth_from_input else []),
         *([] if settings.mr_standard else ["--no-mr-standard"]),
+        *(["--predictor-augment"] if settings.predictor_augment else []),
         "--device", settings.device or "auto",
         "--report", str(settings.report),
         *[str(a) for a in settings.extra_args],
