@@ -186,7 +186,7 @@ def test_a_carried_cohort_is_reused_as_built(quick, tmp_path):
     out = tmp_path / "out"
     result = subprocess.run([sys.executable, "-m", "Testing.benchmarks.real_images", "--quick", "--cohort",
                              os.path.join(work, "cohort"), "--methods", "target-only", "--image-size", "32",
-                             "--no-fresh-predictor", "--out", str(out)],
+                             "--no-fresh-predictor", "--predictor-augment", "--out", str(out)],
                             capture_output=True, text=True, encoding="utf-8", cwd=ROOT, timeout=300,
                             env=os.environ.copy())
     assert result.returncode == 0, result.stderr[-3000:]
@@ -195,6 +195,8 @@ def test_a_carried_cohort_is_reused_as_built(quick, tmp_path):
     assert run["settings"]["cohort_spec"] == first["settings"]["cohort_spec"]
     assert run["settings"]["cohort_seed"] == first["settings"]["cohort_seed"]
     assert run["settings"]["image_size"] == 32 and run["machine"]["device"] == "cpu"
+    assert run["settings"]["predictor_augment"] and "training slices mirrored and shifted" in (
+        out / "real_images.md").read_text()
     assert run["cohort"]["counts_by_split"] == first["cohort"]["counts_by_split"]
     for flag, value in (("--n-ct", "5"), ("--mr-lesion-gain", "0.1,0.2")):
         refused = subprocess.run([sys.executable, "-m", "Testing.benchmarks.real_images", "--cohort",
