@@ -826,7 +826,8 @@ def _render_run(n: int, run: dict) -> list:
                     words.append(f"{key}: {'MET' if value['met'] else 'NOT MET'} ({detail})")
             if words:
                 out += ["Targets (issue 4): " + "; ".join(words) + ".", ""]
-        out += ["Per seed (slice AUC / accuracy on the real-CT test split):", "",
+        twins = any("twin_auc" in r["test"] for r in run["records"])
+        out += [f"Per seed (slice AUC / accuracy on the real-CT test split{'; twin: the twin AUC' if twins else ''}):", "",
                 "| method | " + " | ".join(f"seed {sd}" for sd in run["settings"]["seeds"]) + " |",
                 "|---|" + "---|" * len(run["settings"]["seeds"])]
         for method in s:
@@ -834,6 +835,7 @@ def _render_run(n: int, run: dict) -> list:
             for seed in run["settings"]["seeds"]:
                 r = next((r for r in run["records"] if r["method"] == method and r["seed"] == seed), None)
                 cells.append("–" if r is None else f"{_num(r['test']['auc'])} / {_num(r['test']['accuracy'])}"
+                             + (f" / twin {_num(r['test']['twin_auc'])}" if "twin_auc" in r["test"] else "")
                              + (f" (MAE {r['fidelity']['paired_simulated_mr']['mean']['mae_hu']:.0f} HU)"
                                 if r.get("fidelity") and r["fidelity"]["paired_simulated_mr"]["mean"] else ""))
             out.append(f"| {method} | " + " | ".join(cells) + " |")
