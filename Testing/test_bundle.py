@@ -83,6 +83,15 @@ def test_header_that_does_not_match_the_weights_is_refused(trained_bundle, tmp_p
         load_bundle(path)
 
 
+def test_the_predictor_pools_as_its_header_says_and_older_bundles_by_the_mean(trained_bundle, tmp_path):
+    pools = {}
+    for name, change in (("max", lambda h: h["network"].update(predictor_max_pool=1)),
+                         ("older", lambda h: h["network"].pop("predictor_max_pool"))):
+        rewrite_header(trained_bundle, tmp_path / f"{name}.duiit", change)  # pooling has no weights of its own
+        pools[name] = type(load_bundle(tmp_path / f"{name}.duiit").predictor().head[0]).__name__
+    assert pools == {"max": "AdaptiveMaxPool2d", "older": "AdaptiveAvgPool2d"}
+
+
 def test_newer_format_version_is_refused(trained_bundle, tmp_path):
     path = tmp_path / "newer.duiit"
     rewrite_header(trained_bundle, path, lambda h: h.update(format_version=FORMAT_VERSION + 1))

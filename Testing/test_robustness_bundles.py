@@ -55,6 +55,7 @@ ABSURD_NETWORKS = {
     "100000^3-voxel-sized predictor": {"predictor_width": 100000},
     "negative width": {"generator_width": -8},
     "zero predictor depth": {"predictor_depth": 0},
+    "predictor pooling 2 (0: mean, 1: maximum)": {"predictor_max_pool": 2},
     "image size not divisible by the downsamplings": {"image_size": 30},
 }
 
