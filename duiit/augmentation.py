@@ -4,6 +4,13 @@ learns what a finding looks like rather than where each training patient's findi
 import torch
 import torch.nn.functional as F
 
+SHIFT_DIVISOR = 16  # shifts reach up to 1/16 of the image each way (4 px at the small preset's 64 px)
+
+
+def augment_predictor_batch(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """What --predictor-augment does to each batch a predictor learns from."""
+    return mirror_and_shift(images, max(1, images.shape[-1] // SHIFT_DIVISOR), generator)
+
 
 def mirror_and_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
     """Each image (N, C, H, W) mirrored left-right with probability 1/2 and shifted by up to max_shift pixels

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from .augmentation import mirror_and_shift
+from .augmentation import augment_predictor_batch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .cohort import Cohort, SliceSet
 from .device import autocast
@@ -361,7 +361,7 @@ class Trainer:
         getattr(self, name).train()
         images = target if extra is None else torch.cat([target, extra])
         if o.predictor_augment:
-            images = mirror_and_shift(images, max(1, images.shape[-1] // 16), self.rng)
+            images = augment_predictor_batch(images, self.rng)
         with autocast(self.device):
             outputs = self._ddp(name)(images)
             n = target.shape[0]
