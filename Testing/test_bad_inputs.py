@@ -144,6 +144,15 @@ def test_guide_pretraining_without_a_target_guide_is_refused(tmp_path, options, 
     assert not out.exists()
 
 
+def test_inverted_lesions_without_a_target_guide_or_without_masks_are_refused(tmp_path):
+    out = tmp_path / "m.duiit"
+    assert_clean_error(train(manifest(tmp_path, good_rows(tmp_path)), out, "--guide-inverted-lesions"),
+                       "--guide-inverted-lesions", "--guide-predictor target")
+    assert_clean_error(train(manifest(tmp_path, good_rows(tmp_path)), out, "--guide-inverted-lesions",
+                             "--guide-predictor", "target"), "inverted lesions", "lesion masks")
+    assert not out.exists()
+
+
 def test_unwritable_outputs(tmp_path, trained_bundle):
     path = manifest(tmp_path, good_rows(tmp_path))
     (tmp_path / "blocker").write_text("a file, not a folder")

@@ -152,11 +152,11 @@ def test_train_all_methods_with_report(mr_cohort, tmp_path):
     assert result.returncode == 2 and "no translator" in result.stderr
 
 
-def test_train_with_a_pretrained_augmented_guide_reports_the_guide_phase(mr_cohort, tmp_path):
+def test_train_with_a_pretrained_sign_aware_augmented_guide_reports_the_guide_phase(mr_cohort, tmp_path):
     out = tmp_path / "guided.duiit"
     result = run_cli("train", "--manifest", mr_cohort, "--source", "MR", "--task", "classification", "-o", out,
                      "--iterations", "2", "--guide-predictor", "target", "--guide-pretrain", "3",
-                     "--predictor-augment", "--progress-json", *TINY)
+                     "--guide-inverted-lesions", "--predictor-augment", "--progress-json", *TINY)
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     progress = [(e["phase"], e["step"], e["total_steps"]) for e in events if e["event"] == "progress"]
@@ -165,6 +165,7 @@ def test_train_with_a_pretrained_augmented_guide_reports_the_guide_phase(mr_coho
     assert progress[-1] == ("joint", 5, 5) and all(step <= 3 for phase, step, _ in progress if phase == "guide")
     training = read_header(out)["training"]
     assert training["guide_pretrain"] == 3 and training["predictor_augment"] is True
+    assert training["guide_inverted_lesions"] is True
 
 
 def test_two_process_distributed_training_with_gloo(mr_cohort, tmp_path):

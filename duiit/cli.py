@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --guide-predictor target: train that guide on real target images alone for this many "
                         "steps before the joint phase, so it has learnt the task before it steers the translator "
                         f"(default {DEFAULTS.guide_pretrain}: off)")
+    p.add_argument("--guide-inverted-lesions", action="store_true",
+                   help="with --guide-predictor target and target cases with lesion masks: that guide also learns "
+                        "each training lesion mirrored about the tissue around it (bright drawn dark), labelled "
+                        "background, so it steers the translator towards lesions with the target's own sign "
+                        "(default: off)")
     p.add_argument("--predictor-augment", action="store_true",
                    help="mirror the predictor's training slices left-right and shift them by up to 1/16 of the image "
                         "at random, so that with few labelled patients it learns what a finding looks like rather "
@@ -163,7 +168,7 @@ def cmd_index(args):
 def cmd_train(args):
     from .networks import PRESETS, NetworkConfig
     from .progress import Progress
-    from .training import Cancelled, check_guide_pretrain
+    from .training import Cancelled, check_guide_inverted_lesions, check_guide_pretrain
     from .training_job import run_training
     network = NetworkConfig.from_dict(PRESETS[args.preset].to_dict())
     for name in ("image_size", "generator_width", "generator_blocks"):
@@ -196,12 +201,14 @@ def cmd_train(args):
                               lambda_task=args.lambda_task, warmup=args.warmup, guidance=not args.no_guidance,
                               task_floor=args.task_floor, guide_classes=args.guide_classes,
                               guide_predictor=args.guide_predictor, guide_pretrain=args.guide_pretrain,
+                              guide_inverted_lesions=args.guide_inverted_lesions,
                               predictor_augment=args.predictor_augment, lambda_structure=args.lambda_structure,
                               translator_ema=args.translator_ema, checkpoint_every=args.checkpoint_every,
                               seed=args.seed, mr_standard=not args.no_mr_standard,
                               mr_contrast_jitter=args.mr_contrast_jitter, lambda_identity=args.lambda_identity,
                               depth_from_input=args.depth_from_input)
     check_guide_pretrain(options)  # here, before the cohort is read (minutes), as well as in the Trainer
+    check_guide_inverted_lesions(options)
     progress = Progress(json_lines=args.progress_json)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:

@@ -100,9 +100,9 @@ def regression_value(label: str) -> float:
     return float(label)
 
 
-def load_case(case: Case, image_size: int, task: str, label_names: list, standard=None):
-    """(slices, labels, normalisation record) for the informative slices of one case (an unlabelled case's
-    labels are placeholders: -1, or NaN for regression); an MR case's histogram is mapped to `standard`."""
+def read_case(case: Case, standard=None):
+    """(image, its LPS-ordered array, in-plane spacing, normalisation record) of one case; an MR case's
+    histogram is mapped to `standard`."""
     tags = None
     if case.path.is_dir():
         tags = find_series(case.path, case.series_uid).tags
@@ -114,7 +114,14 @@ def load_case(case: Case, image_size: int, task: str, label_names: list, standar
     axial = to_axial(image)
     array = sitk.GetArrayFromImage(axial)
     record = standardise_record(fit_normalisation(array, case.modality, tags), standard)
-    slices = volume_to_slices(apply_normalisation(array, record), image_size, in_plane_spacing(axial))
+    return image, array, in_plane_spacing(axial), record
+
+
+def load_case(case: Case, image_size: int, task: str, label_names: list, standard=None):
+    """(slices, labels, normalisation record) for the informative slices of one case (an unlabelled case's
+    labels are placeholders: -1, or NaN for regression); an MR case's histogram is mapped to `standard`."""
+    image, array, spacing, record = read_case(case, standard)
+    slices = volume_to_slices(apply_normalisation(array, record), image_size, spacing)
     keep = informative(slices)
     if not case.labelled:
         labels = torch.full((slices.shape[0],), float("nan") if task == "regression" else -1,
@@ -124,7 +131,7 @@ def load_case(case: Case, image_size: int, task: str, label_names: list, standar
     else:
         labels = torch.full((slices.shape[0],), label_names.index(case.label), dtype=torch.long)
         if case.mask is not None:
-            present = _slices_with_mask(case, image)
+            present = torch.from_numpy(axial_mask(case, image).reshape(len(labels), -1).any(axis=1))
             labels[~present] = label_names.index(BACKGROUND_LABEL)
     record["slices"] = int(keep.sum())
     return slices[keep].to(torch.float16), labels[keep], record
@@ -141,15 +148,14 @@ def learn_source_standard(cases: list[Case]) -> list | None:
     return learn_standard(records)
 
 
-def _slices_with_mask(case: Case, image: sitk.Image) -> torch.Tensor:
+def axial_mask(case: Case, image: sitk.Image) -> np.ndarray:
+    """The case's lesion mask (voxels > 0) as a boolean array in the LPS order of `to_axial(image)`."""
     mask = read_volume(case.mask)
     if mask.GetSize() != image.GetSize():
         raise DuiitError(f"case {case.name}: mask {case.mask} has size {mask.GetSize()} but the image has "
                          f"{image.GetSize()}")
     mask.CopyInformation(image)  # masks from other tools often carry slightly different float geometry
-    axial = to_axial(mask)  # kept alive: a view does not hold its image, and a freed one reads garbage
-    array = sitk.GetArrayViewFromImage(axial)
-    return torch.from_numpy((array > 0).reshape(array.shape[0], -1).any(axis=1))
+    return sitk.GetArrayFromImage(to_axial(mask)) > 0
 
 
 def assign_splits(cases: list[Case], target: str, seed: int, stratify: bool = True) -> dict:

@@ -25,6 +25,7 @@ from .distributed import DistributedContext, any_rank, gather_to_main, unwrap, w
 from .errors import DuiitError
 from .head_depth import head_depth
 from .image_pool import ImagePool
+from .lesion_inversion import inverted_lesion_slices
 from .losses import gan_loss, task_loss
 from .networks import (CycleTranslator, Discriminators, NetworkConfig, SlicePredictor, init_weights,
                        predictor_outputs)
@@ -86,6 +87,15 @@ def check_guide_pretrain(options: TrainingOptions) -> None:
     if steps and (options.method, options.guide_predictor) != ("duiit", "target"):
         raise DuiitError(f"--guide-pretrain {steps} trains the target guide: it needs method duiit with "
                          f"--guide-predictor target, not {options.method} with the {options.guide_predictor} guide")
+
+
+def check_guide_inverted_lesions(options: TrainingOptions) -> None:
+    """Inverted lesions teach the target guide the lesions' sign; no other predictor trains on them."""
+    if options.guide_inverted_lesions and (options.method, options.guide_predictor, options.task) != (
+            "duiit", "target", "classification"):
+        raise DuiitError("--guide-inverted-lesions teaches the target guide: it needs method duiit with "
+                         f"--guide-predictor target and a classification task, not {options.method} with the "
+                         f"{options.guide_predictor} guide ({options.task})")
 
 
 def learning_rate_factor(iteration: int, total: int) -> float:
@@ -182,6 +192,7 @@ class Trainer:
             raise DuiitError(f"guide predictor {options.guide_predictor!r}: use one of {', '.join(GUIDE_PREDICTORS)}")
         guided = options.method == "duiit" and options.guide_predictor == "target"
         check_guide_pretrain(options)
+        check_guide_inverted_lesions(options)
         self.guide_predictor = SlicePredictor(network, outputs) if guided else None
         for module in self.modules().values():
             init_weights(module, init)
@@ -220,6 +231,11 @@ class Trainer:
             self.translator_source_sampler = BatchSampler(cohort.source_train, False, self.rng)
             if self.balanced:
                 self.source_class_weights = balancing_weights(cohort.source_train).to(device)
+        # drawn only with the option, so that other runs draw the same batches as before it existed
+        self.inverted_sampler = None
+        if options.guide_inverted_lesions:
+            inverted = inverted_lesion_slices(cohort.target_train.cases, network.image_size, cohort.label_names)
+            self.inverted_sampler = BatchSampler(inverted, False, self.rng)
         self.pools = {"target": ImagePool(options.pool_size, self.rng), "source": ImagePool(options.pool_size, self.rng)}
         self.translated_source = None  # cyclegan's second stage: G(source), computed once
         self.guide_labels = guide_labels(options, cohort.label_names)
@@ -322,8 +338,7 @@ class Trainer:
             losses.update(self.predictor_step(target, target_labels, out["fake_target"].detach(), source_labels,
                                               source_weights))
             if self.guide_predictor is not None:
-                losses["guide_task_real"] = self.predictor_step(target, target_labels, name="guide_predictor")[
-                    "task_real"]
+                losses["guide_task_real"] = self.guide_step(target, target_labels)
 
         fake_target, fake_target_depth = self._pooled("target", out["fake_target"], out["depth_of_source"])
         fake_source, fake_source_depth = self._pooled("source", out["fake_source"], out["depth_of_target"])
@@ -354,9 +369,9 @@ class Trainer:
         return torch.cat([head_depth(reals, self.network.discriminator_head_depth), fake_depth.to(reals.dtype)])
 
     def predictor_step(self, target, target_labels, extra=None, extra_labels=None, extra_weights=None,
-                       name="predictor") -> dict:
+                       name="predictor", extra_scale=None) -> dict:
         """C's loss: real target, plus b times the (translated or untranslated) source if given (per slice
-        weighted by extra_weights if given)."""
+        weighted by extra_weights if given; `extra_scale` in place of b for extras that are not source)."""
         o = self.options
         getattr(self, name).train()
         images = target if extra is None else torch.cat([target, extra])
@@ -370,7 +385,7 @@ class Trainer:
             losses = {"task_real": loss_real.item()}
             if extra is not None:
                 loss_source = task_loss(outputs[n:], extra_labels, o.task, weights=extra_weights)
-                loss = loss + o.source_weight * loss_source
+                loss = loss + (o.source_weight if extra_scale is None else extra_scale) * loss_source
                 losses["task_source"] = loss_source.item()
         self._update(name, loss)
         return losses
@@ -390,8 +405,16 @@ class Trainer:
         """The target guide learns the task on real target before it steers G (an untrained guide pushes G
         towards whatever it happens to score, not towards what marks the class in real images)."""
         target, target_labels = self.target_sampler.sample(self.options.batch_size, self.device)
-        return {"guide_task_real": self.predictor_step(target, self._standardise(target_labels),
-                                                       name="guide_predictor")["task_real"]}
+        return {"guide_task_real": self.guide_step(target, self._standardise(target_labels))}
+
+    def guide_step(self, target, target_labels) -> float:
+        """One update of the target guide on a real target batch; with inverted lesions, half a batch of
+        them more, labelled background. Returns its loss on the real batch."""
+        if self.inverted_sampler is None:
+            return self.predictor_step(target, target_labels, name="guide_predictor")["task_real"]
+        inverted, inverted_labels = self.inverted_sampler.sample(max(1, self.options.batch_size // 2), self.device)
+        return self.predictor_step(target, target_labels, inverted, inverted_labels, name="guide_predictor",
+                                   extra_scale=1.0)["task_real"]
 
     # -- helpers -----------------------------------------------------------------------------------
 

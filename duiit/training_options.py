@@ -29,6 +29,7 @@ class TrainingOptions:
     guide_classes: str = ""          # classification: comma-separated classes whose slices steer G ("": all)
     guide_predictor: str = "joint"   # which C steers G: the joint one, or one trained on real target only
     guide_pretrain: int = 0          # steps the target-only guide trains alone before the joint phase
+    guide_inverted_lesions: bool = False  # the target guide also learns its lesions drawn inverted, as background
     predictor_augment: bool = False  # C's (and the guide's) training slices mirrored and shifted at random
     mr_standard: bool = True         # MR histograms mapped onto the training volumes' (normalisation)
     mr_contrast_jitter: float = MR_CONTRAST_JITTER  # each training MR onto the standard bent by its own gamma

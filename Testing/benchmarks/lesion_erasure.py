@@ -38,15 +38,14 @@ BRAIN_HU = (5.0, 60.0)
 def edit_lesions(hu: np.ndarray, lesion: np.ndarray, variant: str) -> np.ndarray:
     """A copy of the (z, y, x) HU volume with each slice's lesion voxels set to the mean of the ring around
     them ("erased") or mirrored about that mean ("inverted"); "kept" is the volume unchanged."""
-    from Testing.benchmarks.real_images import _ring
+    from duiit.lesion_inversion import ring
     edited = hu.astype(np.float32, copy=True)
     if variant == "kept" or not lesion.any():
         return edited
-    ring = _ring(lesion) & (hu > -200)
+    around = ring(lesion) & (hu > -200)
     for z in np.flatnonzero(lesion.reshape(len(hu), -1).any(axis=1)):
         inside = lesion[z]
-        around = edited[z][ring[z]] if ring[z].any() else edited[z][inside]
-        level = float(around.mean())
+        level = float((edited[z][around[z]] if around[z].any() else edited[z][inside]).mean())
         edited[z][inside] = level if variant == "erased" else 2.0 * level - edited[z][inside]
     return edited
 

@@ -258,12 +258,16 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
     from duiit.training import Trainer, TrainingOptions
     from duiit.training_job import bundle_header
     base = {ABLATION: "duiit", FRESH: "duiit"}.get(method, method)
+    # the target guide's own training exists in duiit only; the baselines in the same run train without it
+    guide = {"guide_pretrain": args.guide_pretrain, "guide_inverted_lesions": args.guide_inverted_lesions}
+    if base != "duiit":
+        guide = {}
     options = TrainingOptions(method=base, task="classification", source="MR", target="CT",
                               iterations=args.iterations, batch_size=args.batch_size, lambda_task=args.lambda_task,
                               warmup=args.warmup, guidance=method != ABLATION, seed=seed,
                               source_weight=args.source_weight, task_floor=args.task_floor,
                               lambda_identity=args.lambda_identity, guide_classes=args.guide_classes,
-                              guide_predictor=args.guide_predictor, guide_pretrain=args.guide_pretrain,
+                              guide_predictor=args.guide_predictor, **guide,
                               predictor_augment=args.predictor_augment, lambda_structure=args.lambda_structure,
                               translator_ema=args.translator_ema, mr_standard=not args.no_mr_standard,
                               mr_contrast_jitter=args.mr_contrast_jitter, depth_from_input=args.depth_from_input,
@@ -363,21 +367,12 @@ def _read(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(np.float32)
 
 
-def _ring(mask: np.ndarray, inner: int = 1, outer: int = 3) -> np.ndarray:
-    """In-plane ring `inner`..`outer` voxels around a 3D mask (slice by slice)."""
-    import SimpleITK as sitk
-
-    def dilate(m, r):
-        return sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(m.astype(np.uint8)), [r, r, 0])) > 0
-
-    return dilate(mask, outer) & ~dilate(mask, inner)
-
-
 def lesion_contrast(hu: np.ndarray, lesion: np.ndarray, head: np.ndarray) -> tuple:
     """(lesion voxels' HU, ring voxels' HU) for contrast = mean(lesion) - mean(ring)."""
+    from duiit.lesion_inversion import ring
     if not lesion.any():
         return np.zeros(0), np.zeros(0)
-    return hu[lesion], hu[_ring(lesion) & head & (hu > -200)]
+    return hu[lesion], hu[ring(lesion) & head & (hu > -200)]
 
 
 def fidelity(bundle_path: str, manifest: Path, device: str = "cpu") -> dict:
@@ -708,7 +703,7 @@ def _render_run(n: int, run: dict) -> list:
            f"{run['settings'].get('translator_ema', 0.0)}, guiding classes "
            f"{run['settings'].get('guide_classes') or 'all'}, guiding predictor "
            f"{run['settings'].get('guide_predictor', 'joint')}"
-           f"{_guide_pretrain(run['settings'])}, predictor width/depth "
+           f"{_guide_training(run['settings'])}, predictor width/depth "
            f"{run['settings']['network']['predictor_width']}/{run['settings']['network']['predictor_depth']}"
            f"{' (max pooling)' if run['settings']['network'].get('predictor_max_pool') else ''}"
            f"{', training slices mirrored and shifted' if run['settings'].get('predictor_augment') else ''}, "
@@ -843,9 +838,12 @@ def _render_run(n: int, run: dict) -> list:
     return out
 
 
-def _guide_pretrain(settings: dict) -> str:
+def _guide_training(settings: dict) -> str:
     steps = settings.get("guide_pretrain", 0)
-    return f" (trained on real CT alone for {steps} steps before it steers)" if steps else ""
+    text = f" (trained on real CT alone for {steps} steps before it steers)" if steps else ""
+    if settings.get("guide_inverted_lesions"):
+        text += " (also taught that its training lesions drawn inverted are not lesions)"
+    return text
 
 
 def _head_depth(network: dict) -> str:
@@ -925,6 +923,9 @@ def parse_args(argv=None):
     p.add_argument("--guide-pretrain", type=int, default=DEFAULTS.guide_pretrain, metavar="STEPS",
                    help="duiit with the target guide: steps that guide trains on real CT alone before the joint "
                         "phase (default 0: off)")
+    p.add_argument("--guide-inverted-lesions", action="store_true",
+                   help="duiit with the target guide: that guide also learns each CT training lesion mirrored "
+                        "about its ring (drawn dark), labelled none (default: off)")
     p.add_argument("--lambda-identity", type=float, default=DEFAULTS.lambda_identity,
                    help=f"identity loss weight, times lambda_cycle (default {DEFAULTS.lambda_identity:g})")
     p.add_argument("--lambda-structure", type=float, default=DEFAULTS.lambda_structure,
@@ -1104,6 +1105,7 @@ def run(argv=None) -> dict:
                                "source_weight": args.source_weight, "task_floor": args.task_floor,
                                "lambda_identity": args.lambda_identity, "guide_classes": args.guide_classes,
                                "guide_predictor": args.guide_predictor, "guide_pretrain": args.guide_pretrain,
+                               "guide_inverted_lesions": args.guide_inverted_lesions,
                                "predictor_augment": args.predictor_augment,
                                "lambda_structure": args.lambda_structure, "translator_ema": args.translator_ema,
                                "mr_standard": not args.no_mr_standard, "mr_contrast_jitter": args.mr_contrast_jitter,
