@@ -77,6 +77,10 @@ class DUIITTrainParameterNode:
     depthFromInput: bool = False
     mrStandard: bool = True
     predictorAugment: bool = False
+    guidePredictor: Annotated[str, Choice(list(trainLib.GUIDE_PREDICTORS))] = "joint"
+    guideClasses: str = ""
+    guidePretrain: Annotated[int, WithinRange(0, 1000000)] = 0
+    guideInvertedLesions: bool = False
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     outputFolder: pathlib.Path
     seriesSelection: str = ""
@@ -365,7 +369,9 @@ class DUIITTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             source_modality=node.sourceModality, target_modality=node.targetModality, task=node.task,
             method=node.method, iterations=node.iterations, image_size=node.imageSize, preset=node.preset,
             head_depth=node.headDepth, depth_from_input=node.depthFromInput, mr_standard=node.mrStandard,
-            predictor_augment=node.predictorAugment, device=node.device)
+            predictor_augment=node.predictorAugment, guide_predictor=node.guidePredictor,
+            guide_classes=node.guideClasses, guide_pretrain=node.guidePretrain,
+            guide_inverted_lesions=node.guideInvertedLesions, device=node.device)
 
     def updateButtons(self, caller=None, event=None) -> None:
         running = self.worker is not None and self.worker.is_running

@@ -179,6 +179,32 @@ def test_train_arguments_and_output_layout(tmp_path):
         TrainSettings(output_folder=str(tmp_path), depth_from_input=True).check()
 
 
+def test_guidance_settings_reach_duiit_train_and_bad_combinations_are_refused_before_training(tmp_path):
+    from DUIITTrainLib.logic import TrainSettings, train_arguments
+
+    from duiit.cli import build_parser
+    from duiit.errors import DuiitError
+    settings = TrainSettings(output_folder=str(tmp_path))
+    parsed = build_parser().parse_args(["train", *train_arguments(settings)])
+    assert (parsed.guide_predictor, parsed.guide_classes, parsed.guide_pretrain) == ("joint", "", 0)
+    assert not parsed.guide_inverted_lesions  # the panel's defaults are duiit train's
+    settings.guide_predictor, settings.guide_classes, settings.guide_pretrain = "target", " lesion ", 2000
+    settings.guide_inverted_lesions = True
+    settings.check()
+    parsed = build_parser().parse_args(["train", *train_arguments(settings)])
+    assert (parsed.guide_predictor, parsed.guide_classes, parsed.guide_pretrain) == ("target", "lesion", 2000)
+    assert parsed.guide_inverted_lesions
+    refused = [(dict(guide_pretrain=500), "--guide-pretrain 500 trains the target guide"),
+               (dict(guide_predictor="target", guide_pretrain=500, method="cyclegan"), "not cyclegan"),
+               (dict(guide_inverted_lesions=True), "--guide-inverted-lesions teaches the target guide"),
+               (dict(guide_predictor="target", guide_inverted_lesions=True, task="regression"), "regression"),
+               (dict(guide_classes="lesion", task="regression"), "apply to classification"),
+               (dict(guide_predictor="both"), "guide predictor 'both'")]
+    for fields, problem in refused:
+        with pytest.raises(DuiitError, match=problem):
+            TrainSettings(output_folder=str(tmp_path), **fields).check()
+
+
 def test_dependency_check_and_device_summary():
     """What the panels check before the first Train/Apply, and the device line they show."""
     import importlib.metadata

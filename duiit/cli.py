@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .errors import DuiitError
-from .training_options import TrainingOptions
+from .training_options import TrainingOptions, check_guide_options
 from .view_averaging import VIEW_COUNTS
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
@@ -168,7 +168,7 @@ def cmd_index(args):
 def cmd_train(args):
     from .networks import PRESETS, NetworkConfig
     from .progress import Progress
-    from .training import Cancelled, check_guide_inverted_lesions, check_guide_pretrain
+    from .training import Cancelled
     from .training_job import run_training
     network = NetworkConfig.from_dict(PRESETS[args.preset].to_dict())
     for name in ("image_size", "generator_width", "generator_blocks"):
@@ -207,8 +207,7 @@ def cmd_train(args):
                               seed=args.seed, mr_standard=not args.no_mr_standard,
                               mr_contrast_jitter=args.mr_contrast_jitter, lambda_identity=args.lambda_identity,
                               depth_from_input=args.depth_from_input)
-    check_guide_pretrain(options)  # here, before the cohort is read (minutes), as well as in the Trainer
-    check_guide_inverted_lesions(options)
+    check_guide_options(options)  # here, before the cohort is read (minutes), as well as in the Trainer
     progress = Progress(json_lines=args.progress_json)
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:

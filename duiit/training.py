@@ -31,13 +31,9 @@ from .networks import (CycleTranslator, Discriminators, NetworkConfig, SlicePred
                        predictor_outputs)
 from .prediction import evaluate
 from .structure import structure_loss
-from .training_options import TrainingOptions
+from .training_options import TrainingOptions, check_guide_options
 
 METHODS = ("duiit", "cyclegan", "naive", "target-only")
-# "joint": C, trained on real target and G(source), steers G (the paper). "target": a second C trained on
-# real target images only steers G; it cannot learn a code that G invents for C on G(source), so G is steered
-# towards what real target images show (C is still trained on both and is the one the bundle keeps).
-GUIDE_PREDICTORS = ("joint", "target")
 
 
 class Cancelled(Exception):
@@ -71,31 +67,10 @@ def guide_labels(options: TrainingOptions, label_names: list):
     names = [n.strip() for n in options.guide_classes.split(",") if n.strip()]
     if not names:
         return None
-    if options.task != "classification":
-        raise DuiitError(f"guide classes ({options.guide_classes}) apply to classification, not {options.task}")
     unknown = [n for n in names if n not in label_names]
     if unknown:
         raise DuiitError(f"guide class {unknown[0]!r} is not a label of this cohort ({', '.join(label_names)})")
     return torch.tensor([label_names.index(n) for n in names])
-
-
-def check_guide_pretrain(options: TrainingOptions) -> None:
-    """Only a guide of its own can learn ahead: the joint C must not train on real target alone for longer."""
-    steps = options.guide_pretrain
-    if steps < 0:
-        raise DuiitError(f"--guide-pretrain {steps}: must be 0 (off) or more steps")
-    if steps and (options.method, options.guide_predictor) != ("duiit", "target"):
-        raise DuiitError(f"--guide-pretrain {steps} trains the target guide: it needs method duiit with "
-                         f"--guide-predictor target, not {options.method} with the {options.guide_predictor} guide")
-
-
-def check_guide_inverted_lesions(options: TrainingOptions) -> None:
-    """Inverted lesions teach the target guide the lesions' sign; no other predictor trains on them."""
-    if options.guide_inverted_lesions and (options.method, options.guide_predictor, options.task) != (
-            "duiit", "target", "classification"):
-        raise DuiitError("--guide-inverted-lesions teaches the target guide: it needs method duiit with "
-                         f"--guide-predictor target and a classification task, not {options.method} with the "
-                         f"{options.guide_predictor} guide ({options.task})")
 
 
 def learning_rate_factor(iteration: int, total: int) -> float:
@@ -188,11 +163,8 @@ class Trainer:
         self.translator = CycleTranslator(network) if self.uses_translator else None
         self.discriminators = Discriminators(network) if self.uses_translator else None
         self.predictor = SlicePredictor(network, outputs)
-        if options.guide_predictor not in GUIDE_PREDICTORS:
-            raise DuiitError(f"guide predictor {options.guide_predictor!r}: use one of {', '.join(GUIDE_PREDICTORS)}")
+        check_guide_options(options)
         guided = options.method == "duiit" and options.guide_predictor == "target"
-        check_guide_pretrain(options)
-        check_guide_inverted_lesions(options)
         self.guide_predictor = SlicePredictor(network, outputs) if guided else None
         for module in self.modules().values():
             init_weights(module, init)

@@ -3,7 +3,13 @@ free of torch, so that the command line and the benchmarks read the defaults fro
 
 from dataclasses import asdict, dataclass
 
+from .errors import DuiitError
 from .normalisation import MR_CONTRAST_JITTER
+
+# "joint": C, trained on real target and G(source), steers G (the paper). "target": a second C trained on
+# real target images only steers G; it cannot learn a code that G invents for C on G(source), so G is steered
+# towards what real target images show (C is still trained on both and is the one the bundle keeps).
+GUIDE_PREDICTORS = ("joint", "target")
 
 
 @dataclass
@@ -43,3 +49,25 @@ class TrainingOptions:
         values = asdict(self)
         values.pop("checkpoint_every")
         return values
+
+
+def check_guide_options(options: TrainingOptions) -> None:
+    """The guide settings that cannot work together, refused before any data is read (the command line and
+    DUIIT Train check them too, so that a bad combination fails at once, not after minutes of loading)."""
+    if options.guide_predictor not in GUIDE_PREDICTORS:
+        raise DuiitError(f"guide predictor {options.guide_predictor!r}: use one of {', '.join(GUIDE_PREDICTORS)}")
+    if options.guide_classes.strip() and options.task != "classification":
+        raise DuiitError(f"guide classes ({options.guide_classes}) apply to classification, not {options.task}")
+    steps = options.guide_pretrain
+    if steps < 0:
+        raise DuiitError(f"--guide-pretrain {steps}: must be 0 (off) or more steps")
+    # Only a guide of its own can learn ahead: the joint C must not train on real target alone for longer.
+    if steps and (options.method, options.guide_predictor) != ("duiit", "target"):
+        raise DuiitError(f"--guide-pretrain {steps} trains the target guide: it needs method duiit with "
+                         f"--guide-predictor target, not {options.method} with the {options.guide_predictor} guide")
+    # Inverted lesions teach the target guide the lesions' sign; no other predictor trains on them.
+    if options.guide_inverted_lesions and (options.method, options.guide_predictor, options.task) != (
+            "duiit", "target", "classification"):
+        raise DuiitError("--guide-inverted-lesions teaches the target guide: it needs method duiit with "
+                         f"--guide-predictor target and a classification task, not {options.method} with the "
+                         f"{options.guide_predictor} guide ({options.task})")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from duiit.errors import DuiitError
+# GUIDE_PREDICTORS: also the panel's choices; torch-free, so the panel can check settings before torch is installed
+from duiit.training_options import GUIDE_PREDICTORS, TrainingOptions, check_guide_options
 
 from .labels import check_labels
 
@@ -37,6 +39,10 @@ class TrainSettings:
     depth_from_input: bool = False  # D judges a translation by its input's depth map (duiit train --depth-from-input)
     mr_standard: bool = True  # MR histograms onto the training MR's standard (duiit train --no-mr-standard)
     predictor_augment: bool = False  # C's training slices mirrored and shifted (duiit train --predictor-augment)
+    guide_predictor: str = "joint"  # which predictor steers the translator (duiit train --guide-predictor)
+    guide_classes: str = ""  # the classes whose source slices steer it ("": all; --guide-classes)
+    guide_pretrain: int = 0  # steps the target guide learns alone first (--guide-pretrain; 0: off)
+    guide_inverted_lesions: bool = False  # the target guide also learns its lesions inverted (--guide-inverted-lesions)
     device: str = "auto"
     extra_args: list = field(default_factory=list)
 
@@ -57,6 +63,10 @@ class TrainSettings:
             raise DuiitError(f"head depth {self.head_depth}: must be from 0 to {MAX_HEAD_DEPTH} rings")
         if self.depth_from_input and not int(self.head_depth):
             raise DuiitError("judging translations by their input's head depth needs a head depth above 0 rings")
+        check_guide_options(TrainingOptions(
+            method=self.method, task=self.task, guide_predictor=self.guide_predictor,
+            guide_classes=self.guide_classes, guide_pretrain=int(self.guide_pretrain),
+            guide_inverted_lesions=bool(self.guide_inverted_lesions)))
 
     # Where things go in the output folder.
     @property
@@ -209,6 +219,10 @@ def train_arguments(settings: TrainSettings, resume: bool = False) -> list:
         *(["--depth-from-input"] if settings.depth_from_input else []),
         *([] if settings.mr_standard else ["--no-mr-standard"]),
         *(["--predictor-augment"] if settings.predictor_augment else []),
+        "--guide-predictor", settings.guide_predictor,
+        *(["--guide-classes", settings.guide_classes.strip()] if settings.guide_classes.strip() else []),
+        *(["--guide-pretrain", str(int(settings.guide_pretrain))] if int(settings.guide_pretrain) else []),
+        *(["--guide-inverted-lesions"] if settings.guide_inverted_lesions else []),
         "--device", settings.device or "auto",
         "--report", str(settings.report),
         *[str(a) for a in settings.extra_args],
