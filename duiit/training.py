@@ -31,7 +31,7 @@ from .networks import (CycleTranslator, Discriminators, NetworkConfig, SlicePred
                        predictor_outputs)
 from .prediction import evaluate
 from .structure import structure_loss
-from .training_options import TrainingOptions, check_guide_options
+from .training_options import TrainingOptions, check_guide_options, guide_class_names
 
 METHODS = ("duiit", "cyclegan", "naive", "target-only")
 
@@ -64,7 +64,7 @@ def task_weight(options: TrainingOptions, iteration: int, total: int) -> float:
 
 def guide_labels(options: TrainingOptions, label_names: list):
     """Label indices of options.guide_classes (None: every class guides G)."""
-    names = [n.strip() for n in options.guide_classes.split(",") if n.strip()]
+    names = guide_class_names(options.guide_classes)
     if not names:
         return None
     unknown = [n for n in names if n not in label_names]

@@ -51,12 +51,17 @@ class TrainingOptions:
         return values
 
 
+def guide_class_names(guide_classes: str) -> list:
+    """The classes of a comma-separated --guide-classes ([]: every class guides G)."""
+    return [name.strip() for name in guide_classes.split(",") if name.strip()]
+
+
 def check_guide_options(options: TrainingOptions) -> None:
     """The guide settings that cannot work together, refused before any data is read (the command line and
     DUIIT Train check them too, so that a bad combination fails at once, not after minutes of loading)."""
     if options.guide_predictor not in GUIDE_PREDICTORS:
         raise DuiitError(f"guide predictor {options.guide_predictor!r}: use one of {', '.join(GUIDE_PREDICTORS)}")
-    if options.guide_classes.strip() and options.task != "classification":
+    if guide_class_names(options.guide_classes) and options.task != "classification":
         raise DuiitError(f"guide classes ({options.guide_classes}) apply to classification, not {options.task}")
     steps = options.guide_pretrain
     if steps < 0:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from duiit.errors import DuiitError
 # GUIDE_PREDICTORS: also the panel's choices; torch-free, so the panel can check settings before torch is installed
-from duiit.training_options import GUIDE_PREDICTORS, TrainingOptions, check_guide_options
+from duiit.training_options import GUIDE_PREDICTORS, TrainingOptions, check_guide_options, guide_class_names
 
 from .labels import check_labels
 
@@ -205,6 +205,7 @@ def write_manifest(selected, settings: TrainSettings) -> Path:
 
 def train_arguments(settings: TrainSettings, resume: bool = False) -> list:
     """The `duiit train` arguments for these settings (the worker adds --progress-json)."""
+    guide_classes = guide_class_names(settings.guide_classes)
     args = [
         "--manifest", str(settings.manifest),
         "--source", settings.source_modality,
@@ -220,7 +221,7 @@ def train_arguments(settings: TrainSettings, resume: bool = False) -> list:
         *([] if settings.mr_standard else ["--no-mr-standard"]),
         *(["--predictor-augment"] if settings.predictor_augment else []),
         "--guide-predictor", settings.guide_predictor,
-        *(["--guide-classes", settings.guide_classes.strip()] if settings.guide_classes.strip() else []),
+        *(["--guide-classes", ",".join(guide_classes)] if guide_classes else []),
         *(["--guide-pretrain", str(int(settings.guide_pretrain))] if int(settings.guide_pretrain) else []),
         *(["--guide-inverted-lesions"] if settings.guide_inverted_lesions else []),
         "--device", settings.device or "auto",
