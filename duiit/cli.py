@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .errors import DuiitError
-from .training_options import TrainingOptions, check_guide_options
+from .training_options import METHODS, TrainingOptions, check_guide_options
 from .view_averaging import VIEW_COUNTS
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=["MR", "PT"], required=True)
     p.add_argument("--target", choices=["CT"], default="CT")
     p.add_argument("--task", choices=["classification", "regression"], required=True)
-    p.add_argument("--method", choices=["duiit", "cyclegan", "naive", "target-only"], default="duiit")
+    p.add_argument("--method", choices=METHODS, default="duiit")
     p.add_argument("-o", "--output", required=True, help="the model bundle to write, e.g. model.duiit")
     p.add_argument("--preset", choices=["reference", "small"], default="reference",
                    help="network size: reference = CycleGAN (9 blocks, 256 px); small = CPU-sized (3 blocks, 64 px)")

@@ -31,9 +31,8 @@ from .networks import (CycleTranslator, Discriminators, NetworkConfig, SlicePred
                        predictor_outputs)
 from .prediction import evaluate
 from .structure import structure_loss
-from .training_options import TrainingOptions, check_guide_options, guide_class_names
-
-METHODS = ("duiit", "cyclegan", "naive", "target-only")
+from .training_options import (METHODS, TRANSLATING_METHODS, TrainingOptions, check_guide_options,
+                               guide_class_names)
 
 
 class Cancelled(Exception):
@@ -226,7 +225,7 @@ class Trainer:
 
     @property
     def uses_translator(self) -> bool:
-        return self.options.method in ("duiit", "cyclegan")
+        return self.options.method in TRANSLATING_METHODS
 
     def _ddp(self, name: str):
         """The module for a step that trains it: DDP-wrapped when distributed."""

@@ -11,6 +11,9 @@ from .normalisation import MR_CONTRAST_JITTER
 # towards what real target images show (C is still trained on both and is the one the bundle keeps).
 GUIDE_PREDICTORS = ("joint", "target")
 
+METHODS = ("duiit", "cyclegan", "naive", "target-only")
+TRANSLATING_METHODS = ("duiit", "cyclegan")  # they train a translator, which learns from unlabelled target too
+
 
 @dataclass
 class TrainingOptions:

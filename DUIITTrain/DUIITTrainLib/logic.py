@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from duiit.errors import DuiitError
-# GUIDE_PREDICTORS: also the panel's choices; torch-free, so the panel can check settings before torch is installed
-from duiit.training_options import GUIDE_PREDICTORS, TrainingOptions, check_guide_options, guide_class_names
+# METHODS, GUIDE_PREDICTORS: also the panel's choices; torch-free, so the panel can check settings before torch
+# is installed
+from duiit.training_options import (GUIDE_PREDICTORS, METHODS, TRANSLATING_METHODS, TrainingOptions,
+                                    check_guide_options, guide_class_names)
 
 from .labels import check_labels
 
 TASKS = ("classification", "regression")
-METHODS = ("duiit", "cyclegan", "naive", "target-only")
-TRANSLATING_METHODS = ("duiit", "cyclegan")  # their translator learns from unlabelled target series too
 SOURCE_MODALITIES = ("MR", "PT")
 TARGET_MODALITIES = ("CT",)
 PRESETS = ("small", "reference")
