@@ -72,19 +72,6 @@ def guide_labels(options: TrainingOptions, label_names: list):
     return torch.tensor([label_names.index(n) for n in names])
 
 
-def judged(predictor, images):
-    """The predictor's outputs as it predicts on real target (batch norm by its running statistics), with the
-    gradient kept for G. In training mode its batch norm would judge G(source) by the statistics of the few
-    guiding slices of one batch, not as it judges a real image, and would fold each push on G into the running
-    statistics it is deployed with."""
-    was_training = predictor.training
-    predictor.eval()
-    try:
-        return predictor(images)
-    finally:
-        predictor.train(was_training)
-
-
 def learning_rate_factor(iteration: int, total: int) -> float:
     """CycleGAN schedule: constant for the first half, then linear decay towards zero."""
     half = total / 2
@@ -291,7 +278,7 @@ class Trainer:
             fake_target, source_labels = fake_target[chosen], source_labels[chosen]
             source_weights = None if source_weights is None else source_weights[chosen]
         guide = self.predictor if self.guide_predictor is None else self.guide_predictor
-        return task_loss(judged(guide, fake_target), source_labels, self.options.task, self.options.task_floor,
+        return task_loss(guide(fake_target), source_labels, self.options.task, self.options.task_floor,
                          source_weights)
 
     def joint_step(self, iteration: int, phase_length: int, with_predictor: bool) -> dict:
