@@ -81,6 +81,7 @@ class DUIITTrainParameterNode:
     guideClasses: str = ""
     guidePretrain: Annotated[int, WithinRange(0, 1000000)] = 0
     guideInvertedLesions: bool = False
+    guideErasedLesions: bool = False
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     outputFolder: pathlib.Path
     seriesSelection: str = ""
@@ -371,7 +372,8 @@ class DUIITTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             head_depth=node.headDepth, depth_from_input=node.depthFromInput, mr_standard=node.mrStandard,
             predictor_augment=node.predictorAugment, guide_predictor=node.guidePredictor,
             guide_classes=node.guideClasses, guide_pretrain=node.guidePretrain,
-            guide_inverted_lesions=node.guideInvertedLesions, device=node.device)
+            guide_inverted_lesions=node.guideInvertedLesions, guide_erased_lesions=node.guideErasedLesions,
+            device=node.device)
 
     def updateButtons(self, caller=None, event=None) -> None:
         running = self.worker is not None and self.worker.is_running

@@ -82,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "each training lesion mirrored about the tissue around it (bright drawn dark), labelled "
                         "background, so it steers the translator towards lesions with the target's own sign "
                         "(default: off)")
+    p.add_argument("--guide-erased-lesions", action="store_true",
+                   help="with source cases with lesion masks: the guide also judges each guided source lesion slice "
+                        "translated with its lesion erased (filled from the tissue around it), as background, so "
+                        "the translator can satisfy the guide only through what it draws for the lesion, not by "
+                        "what it draws on every slice at that level (default: off)")
     p.add_argument("--predictor-augment", action="store_true",
                    help="mirror the predictor's training slices left-right and shift them by up to 1/16 of the image "
                         "at random, so that with few labelled patients it learns what a finding looks like rather "
@@ -202,6 +207,7 @@ def cmd_train(args):
                               task_floor=args.task_floor, guide_classes=args.guide_classes,
                               guide_predictor=args.guide_predictor, guide_pretrain=args.guide_pretrain,
                               guide_inverted_lesions=args.guide_inverted_lesions,
+                              guide_erased_lesions=args.guide_erased_lesions,
                               predictor_augment=args.predictor_augment, lambda_structure=args.lambda_structure,
                               translator_ema=args.translator_ema, checkpoint_every=args.checkpoint_every,
                               seed=args.seed, mr_standard=not args.no_mr_standard,

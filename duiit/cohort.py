@@ -21,11 +21,13 @@ VALIDATION_FRACTION = 0.2
 
 @dataclass
 class SliceSet:
-    """Slices (stored as float16 to halve memory) with one label per slice and the case each came from."""
+    """Slices (stored as float16 to halve memory) with one label per slice and the case each came from;
+    `lesions`: each slice's lesion mask (bool, the images' shape), None when no case of the set has one."""
     images: torch.Tensor
     labels: torch.Tensor
     case_index: torch.Tensor
     cases: list = field(default_factory=list)
+    lesions: torch.Tensor | None = None
 
     def __len__(self):
         return int(self.images.shape[0])
@@ -38,7 +40,11 @@ class SliceSet:
             labels.append(part.labels)
             index.append(part.case_index + len(cases))
             cases.extend(part.cases)
-        return SliceSet(torch.cat(images), torch.cat(labels), torch.cat(index), cases)
+        lesions = None
+        if any(part.lesions is not None for part in parts):
+            lesions = torch.cat([part.lesions if part.lesions is not None
+                                 else torch.zeros(part.images.shape, dtype=torch.bool) for part in parts])
+        return SliceSet(torch.cat(images), torch.cat(labels), torch.cat(index), cases, lesions)
 
 
 @dataclass
@@ -118,11 +124,16 @@ def read_case(case: Case, standard=None):
 
 
 def load_case(case: Case, image_size: int, task: str, label_names: list, standard=None):
-    """(slices, labels, normalisation record) for the informative slices of one case (an unlabelled case's
-    labels are placeholders: -1, or NaN for regression); an MR case's histogram is mapped to `standard`."""
+    """(slices, labels, lesion masks or None, normalisation record) for the informative slices of one case (an
+    unlabelled case's labels are placeholders: -1, or NaN for regression); an MR case's histogram is mapped to
+    `standard`. The masks are the case's lesion mask on the slices' grid, where it has one."""
     image, array, spacing, record = read_case(case, standard)
     slices = volume_to_slices(apply_normalisation(array, record), image_size, spacing)
     keep = informative(slices)
+    lesions = None
+    if case.mask is not None:
+        lesion = axial_mask(case, image)
+        lesions = volume_to_slices(lesion.astype(np.float32), image_size, spacing)[keep] > 0.5
     if not case.labelled:
         labels = torch.full((slices.shape[0],), float("nan") if task == "regression" else -1,
                             dtype=torch.float32 if task == "regression" else torch.long)
@@ -131,10 +142,10 @@ def load_case(case: Case, image_size: int, task: str, label_names: list, standar
     else:
         labels = torch.full((slices.shape[0],), label_names.index(case.label), dtype=torch.long)
         if case.mask is not None:
-            present = torch.from_numpy(axial_mask(case, image).reshape(len(labels), -1).any(axis=1))
+            present = torch.from_numpy(lesion.reshape(len(labels), -1).any(axis=1))
             labels[~present] = label_names.index(BACKGROUND_LABEL)
     record["slices"] = int(keep.sum())
-    return slices[keep].to(torch.float16), labels[keep], record
+    return slices[keep].to(torch.float16), labels[keep], lesions, record
 
 
 def learn_source_standard(cases: list[Case]) -> list | None:
@@ -228,11 +239,11 @@ def build_cohort(cases: list[Case], source: str, target: str, task: str, image_s
         if case_standard and mr_contrast_jitter:
             gamma = contrast_gamma(case, seed if contrast_seed is None else contrast_seed, mr_contrast_jitter)
             case_standard = bend_standard(case_standard, gamma)
-        slices, labels, record = load_case(case, image_size, task, label_names, case_standard)
+        slices, labels, lesions, record = load_case(case, image_size, task, label_names, case_standard)
         if gamma is not None:
             record["contrast_gamma"] = gamma
         key = f"{'target' if case.modality == target else 'source'}_{split}"
-        parts[key].append(SliceSet(slices, labels, torch.zeros(len(labels), dtype=torch.long), [case]))
+        parts[key].append(SliceSet(slices, labels, torch.zeros(len(labels), dtype=torch.long), [case], lesions))
         records.append({"patient_id": case.patient_id, "path": str(case.path), "modality": case.modality,
                         "split": split, "label": case.label, "normalisation": record})
     sets = {k: _concat_or_empty(v, image_size, task) for k, v in parts.items()}

@@ -19,9 +19,10 @@ from torch.optim.swa_utils import AveragedModel
 
 from .augmentation import augment_predictor_batch
 from .checkpoint import load_checkpoint, save_checkpoint
-from .cohort import Cohort, SliceSet
+from .cohort import BACKGROUND_LABEL, Cohort, SliceSet
 from .device import autocast
 from .distributed import DistributedContext, any_rank, gather_to_main, unwrap, wrap
+from .erased_lesions import erase_lesions
 from .errors import DuiitError
 from .head_depth import head_depth
 from .image_pool import ImagePool
@@ -109,7 +110,13 @@ class BatchSampler:
             self.weights = 1.0 / counts[slices.labels].float()
 
     def sample(self, batch_size: int, device):
-        index = torch.multinomial(self.weights, batch_size, replacement=True, generator=self.generator)
+        return self.take(self.draw(batch_size), device)
+
+    def draw(self, batch_size: int) -> torch.Tensor:
+        """The indices of a batch (what `sample` takes)."""
+        return torch.multinomial(self.weights, batch_size, replacement=True, generator=self.generator)
+
+    def take(self, index: torch.Tensor, device):
         return (self.slices.images[index].to(device, torch.float32, non_blocking=True),
                 self.slices.labels[index].to(device, non_blocking=True))
 
@@ -210,6 +217,8 @@ class Trainer:
         self.pools = {"target": ImagePool(options.pool_size, self.rng), "source": ImagePool(options.pool_size, self.rng)}
         self.translated_source = None  # cyclegan's second stage: G(source), computed once
         self.guide_labels = guide_labels(options, cohort.label_names)
+        if options.guide_erased_lesions:
+            self._check_source_lesions()
         self._wrapped = {}
 
     def modules(self) -> dict:
@@ -235,12 +244,21 @@ class Trainer:
 
     # -- one step of each kind -------------------------------------------------------------------
 
-    def generator_loss(self, source, target, source_labels, weight: float, source_weights=None):
+    def generator_loss(self, source, target, source_labels, weight: float, source_weights=None, erased=None):
         """G/F loss; with weight > 0 it includes C's task loss on G(source), whose gradient reaches G
-        (per slice weighted by source_weights if given)."""
+        (per slice weighted by source_weights if given), and on G(erased) as background if given
+        ((erased source slices, their weights or None))."""
         o = self.options
+        n = source.shape[0]
         with autocast(self.device):
-            out = self._ddp("translator")(source, target, identity=o.lambda_identity > 0)
+            # the erased slices go through G in the same call (DDP expects one forward per backward); G's
+            # instance norm treats each slice alone, so they change nothing for the others
+            inputs = source if erased is None else torch.cat([source, erased[0]])
+            out = self._ddp("translator")(inputs, target, identity=o.lambda_identity > 0)
+            fake_erased = None if erased is None else (out["fake_target"][n:], erased[1])
+            for key in ("fake_target", "rec_source", "idt_source"):
+                if key in out:
+                    out[key] = out[key][:n]
             out["depth_of_source"], out["depth_of_target"] = self.input_depths(source, target)
             scores_target = self.discriminators.target(out["fake_target"], out["depth_of_source"])
             scores_source = self.discriminators.source(out["fake_source"], out["depth_of_target"])
@@ -256,7 +274,7 @@ class Trainer:
                                       + structure_loss(target, out["fake_source"]))
                 total = total + o.lambda_structure * parts["structure"]
             if weight > 0:
-                parts["task_g"] = self.guidance_loss(out["fake_target"], source_labels, source_weights)
+                parts["task_g"] = self.guidance_loss(out["fake_target"], source_labels, source_weights, fake_erased)
                 total = total + weight * parts["task_g"]
         return total, parts, out
 
@@ -269,26 +287,61 @@ class Trainer:
             return None, None
         return head_depth(source, rings), head_depth(target, rings)
 
-    def guidance_loss(self, fake_target, source_labels, source_weights=None):
-        """C's task loss on G(source) for G: on the slices of the guiding classes only, if they are chosen."""
+    def guidance_loss(self, fake_target, source_labels, source_weights=None, erased=None):
+        """C's task loss on G(source) for G: on the slices of the guiding classes only, if they are chosen;
+        `erased`: (G of guided lesion slices with the lesion erased, their weights or None), as background."""
         if self.guide_labels is not None:
-            chosen = torch.isin(source_labels, self.guide_labels.to(source_labels.device))
+            chosen = self._guided(source_labels)
             if not chosen.any():
                 return fake_target.float().sum().abs() * 0.0  # keeps the graph (DDP), no push on G, prints as 0
             fake_target, source_labels = fake_target[chosen], source_labels[chosen]
             source_weights = None if source_weights is None else source_weights[chosen]
+        if erased is not None:
+            fake_erased, erased_weights = erased
+            background = torch.full((len(fake_erased),), self.cohort.label_names.index(BACKGROUND_LABEL),
+                                    dtype=source_labels.dtype, device=source_labels.device)
+            fake_target = torch.cat([fake_target, fake_erased])
+            source_labels = torch.cat([source_labels, background])
+            source_weights = None if source_weights is None else torch.cat([source_weights, erased_weights])
         guide = self.predictor if self.guide_predictor is None else self.guide_predictor
         return task_loss(guide(fake_target), source_labels, self.options.task, self.options.task_floor,
                          source_weights)
 
+    def _guided(self, labels):
+        """Which slices of a batch steer G (every slice when no guiding classes are chosen)."""
+        if self.guide_labels is None:
+            return torch.ones_like(labels, dtype=torch.bool)
+        return torch.isin(labels, self.guide_labels.to(labels.device))
+
+    def _check_source_lesions(self):
+        lesions = self.cohort.source_train.lesions
+        if lesions is None or not lesions.flatten(1).any(dim=1)[self._guided(self.cohort.source_train.labels)].any():
+            raise DuiitError("--guide-erased-lesions erases the lesions of the guided source slices, and no source "
+                             "training case has a lesion mask that marks one on a guided slice: give the "
+                             f"{self.options.source} cases lesion masks (the manifest's mask column)")
+
+    def erased_sources(self, source, source_labels, index, source_weights):
+        """(the batch's guided lesion slices with the lesion erased, their weights or None), or None if it has
+        none: the counterfactual the guide judges as background (duiit.erased_lesions)."""
+        lesions = self.cohort.source_train.lesions[index].to(source.device)
+        with_lesion = lesions.flatten(1).any(dim=1) & self._guided(source_labels)
+        if not with_lesion.any():
+            return None
+        weights = None if source_weights is None else source_weights[with_lesion]
+        return erase_lesions(source[with_lesion], lesions[with_lesion]), weights
+
     def joint_step(self, iteration: int, phase_length: int, with_predictor: bool) -> dict:
         o = self.options
         target, target_labels = self.target_sampler.sample(o.batch_size, self.device)
-        source, source_labels = self.translator_source_sampler.sample(o.batch_size, self.device)
+        index = self.translator_source_sampler.draw(o.batch_size)
+        source, source_labels = self.translator_source_sampler.take(index, self.device)
         source_weights = None if self.source_class_weights is None else self.source_class_weights[source_labels]
+        weight = task_weight(o, iteration, phase_length) if with_predictor else 0.0
+        erased = None
+        if o.guide_erased_lesions and weight > 0:
+            erased = self.erased_sources(source, source_labels, index, source_weights)
         source_labels = self._standardise(source_labels)
         target_labels = self._standardise(target_labels)
-        weight = task_weight(o, iteration, phase_length) if with_predictor else 0.0
         real_target = target
         if self.translator_target_sampler is not None:
             real_target = self.translator_target_sampler.sample(o.batch_size, self.device)[0]
@@ -296,7 +349,7 @@ class Trainer:
         steered_by = (self.discriminators, self.predictor, self.guide_predictor)
         for module in steered_by:
             self._set_trainable(module, False)
-        total, parts, out = self.generator_loss(source, real_target, source_labels, weight, source_weights)
+        total, parts, out = self.generator_loss(source, real_target, source_labels, weight, source_weights, erased)
         self._update("translator", total)
         if self.translator_average is not None:
             self.translator_average.update_parameters(self.translator)

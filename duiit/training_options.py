@@ -39,6 +39,7 @@ class TrainingOptions:
     guide_predictor: str = "joint"   # which C steers G: the joint one, or one trained on real target only
     guide_pretrain: int = 0          # steps the target-only guide trains alone before the joint phase
     guide_inverted_lesions: bool = False  # the target guide also learns its lesions drawn inverted, as background
+    guide_erased_lesions: bool = False    # G's guide also judges each guided source lesion slice, erased, as background
     predictor_augment: bool = False  # C's (and the guide's) training slices mirrored and shifted at random
     mr_standard: bool = True         # MR histograms mapped onto the training volumes' (normalisation)
     mr_contrast_jitter: float = MR_CONTRAST_JITTER  # each training MR onto the standard bent by its own gamma
@@ -73,6 +74,10 @@ def check_guide_options(options: TrainingOptions) -> None:
     if steps and (options.method, options.guide_predictor) != ("duiit", "target"):
         raise DuiitError(f"--guide-pretrain {steps} trains the target guide: it needs method duiit with "
                          f"--guide-predictor target, not {options.method} with the {options.guide_predictor} guide")
+    # The erased counterfactual is a background slice for the guide of a classification (duiit.erased_lesions).
+    if options.guide_erased_lesions and (options.method, options.task) != ("duiit", "classification"):
+        raise DuiitError("--guide-erased-lesions shows DUIIT's guide source lesions erased, as background: it needs "
+                         f"method duiit and a classification task, not {options.method} ({options.task})")
     # Inverted lesions teach the target guide the lesions' sign; no other predictor trains on them.
     if options.guide_inverted_lesions and (options.method, options.guide_predictor, options.task) != (
             "duiit", "target", "classification"):

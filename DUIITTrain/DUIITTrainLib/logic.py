@@ -43,6 +43,7 @@ class TrainSettings:
     guide_classes: str = ""  # the classes whose source slices steer it ("": all; --guide-classes)
     guide_pretrain: int = 0  # steps the target guide learns alone first (--guide-pretrain; 0: off)
     guide_inverted_lesions: bool = False  # the target guide also learns its lesions inverted (--guide-inverted-lesions)
+    guide_erased_lesions: bool = False  # the guide also judges source lesions erased (--guide-erased-lesions)
     device: str = "auto"
     extra_args: list = field(default_factory=list)
 
@@ -66,7 +67,8 @@ class TrainSettings:
         check_guide_options(TrainingOptions(
             method=self.method, task=self.task, guide_predictor=self.guide_predictor,
             guide_classes=self.guide_classes, guide_pretrain=int(self.guide_pretrain),
-            guide_inverted_lesions=bool(self.guide_inverted_lesions)))
+            guide_inverted_lesions=bool(self.guide_inverted_lesions),
+            guide_erased_lesions=bool(self.guide_erased_lesions)))
 
     # Where things go in the output folder.
     @property
@@ -224,6 +226,7 @@ def train_arguments(settings: TrainSettings, resume: bool = False) -> list:
         *(["--guide-classes", ",".join(guide_classes)] if guide_classes else []),
         *(["--guide-pretrain", str(int(settings.guide_pretrain))] if int(settings.guide_pretrain) else []),
         *(["--guide-inverted-lesions"] if settings.guide_inverted_lesions else []),
+        *(["--guide-erased-lesions"] if settings.guide_erased_lesions else []),
         "--device", settings.device or "auto",
         "--report", str(settings.report),
         *[str(a) for a in settings.extra_args],

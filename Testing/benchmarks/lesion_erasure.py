@@ -75,7 +75,7 @@ def edited_test_split(cohort: Path, variant: str, image_size: int, label_names: 
             path.parent.mkdir(parents=True, exist_ok=True)
             sitk.WriteImage(edited, str(path))
             case = dataclasses.replace(case, path=path)
-        slices, slice_labels, _ = load_case(case, image_size, "classification", label_names)
+        slices, slice_labels, _, _ = load_case(case, image_size, "classification", label_names)
         images.append(slices)
         labels.append(slice_labels)
     return torch.cat(images), torch.cat(labels).numpy()

@@ -259,7 +259,8 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
     from duiit.training_job import bundle_header
     base = {ABLATION: "duiit", FRESH: "duiit"}.get(method, method)
     # the target guide's own training exists in duiit only; the baselines in the same run train without it
-    guide = {"guide_pretrain": args.guide_pretrain, "guide_inverted_lesions": args.guide_inverted_lesions}
+    guide = {"guide_pretrain": args.guide_pretrain, "guide_inverted_lesions": args.guide_inverted_lesions,
+             "guide_erased_lesions": args.guide_erased_lesions}
     if base != "duiit":
         guide = {}
     options = TrainingOptions(method=base, task="classification", source="MR", target="CT",
@@ -843,6 +844,8 @@ def _guide_training(settings: dict) -> str:
     text = f" (trained on real CT alone for {steps} steps before it steers)" if steps else ""
     if settings.get("guide_inverted_lesions"):
         text += " (also taught that its training lesions drawn inverted are not lesions)"
+    if settings.get("guide_erased_lesions"):
+        text += " (also judging G's lesion slices with the MR lesion erased, as none)"
     return text
 
 
@@ -926,6 +929,9 @@ def parse_args(argv=None):
     p.add_argument("--guide-inverted-lesions", action="store_true",
                    help="duiit with the target guide: that guide also learns each CT training lesion mirrored "
                         "about its ring (drawn dark), labelled none (default: off)")
+    p.add_argument("--guide-erased-lesions", action="store_true",
+                   help="duiit: the guide also judges each guided MR lesion slice translated with its lesion erased, "
+                        "as none (default: off)")
     p.add_argument("--lambda-identity", type=float, default=DEFAULTS.lambda_identity,
                    help=f"identity loss weight, times lambda_cycle (default {DEFAULTS.lambda_identity:g})")
     p.add_argument("--lambda-structure", type=float, default=DEFAULTS.lambda_structure,
@@ -1106,6 +1112,7 @@ def run(argv=None) -> dict:
                                "lambda_identity": args.lambda_identity, "guide_classes": args.guide_classes,
                                "guide_predictor": args.guide_predictor, "guide_pretrain": args.guide_pretrain,
                                "guide_inverted_lesions": args.guide_inverted_lesions,
+                               "guide_erased_lesions": args.guide_erased_lesions,
                                "predictor_augment": args.predictor_augment,
                                "lambda_structure": args.lambda_structure, "translator_ema": args.translator_ema,
                                "mr_standard": not args.no_mr_standard, "mr_contrast_jitter": args.mr_contrast_jitter,
