@@ -14,8 +14,8 @@ from conftest import ROOT
 
 
 def run_module(*args):
-    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True, encoding="utf-8", cwd=ROOT,
-                          timeout=300, env=os.environ.copy())
+    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True,
+                          encoding="utf-8", cwd=ROOT, timeout=300, env=os.environ.copy())
 
 
 @pytest.fixture(scope="module")
