@@ -185,7 +185,8 @@ def measure(cohort: Path, checkpoint: Path, pairs_by_size: dict) -> dict:
             "translated_contrast_hu_vs_ring": lesion_hu_minus(y, lesion, unit_to_hu(y.double())[ring]),
             "translated_contrast_hu_vs_twin": lesion_hu_minus(y, lesion, unit_to_hu(twin_y.double())[lesion]),
             "push": {term: push_figures(p, lesion, ring, head) for term, p in term_pushes.items()},
-            "guide_log_odds_by_contrast": guide_contrast_response(guide, y, lesion, ring, lesion_label) if guide else None,
+            "guide_log_odds_by_contrast": (guide_contrast_response(guide, y, lesion, ring, lesion_label)
+                                           if guide else None),
             "guide_log_odds_twin": float(lesion_scores(guide, twin_y, lesion_label, "cpu").mean()) if guide else None}
 
 
