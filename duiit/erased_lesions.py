@@ -20,10 +20,15 @@ def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return F.max_pool2d(mask.float(), 2 * radius + 1, stride=1, padding=radius) > 0
 
 
+def head_ring(images: torch.Tensor, lesions: torch.Tensor) -> torch.Tensor:
+    """The head voxels 1-3 px around each (N, 1, S, S) slice's lesion."""
+    return _dilate(lesions, RING_OUTER) & ~_dilate(lesions, RING_INNER) & (images > FOREGROUND_LEVEL)
+
+
 def erase_lesions(images: torch.Tensor, lesions: torch.Tensor) -> torch.Tensor:
     """(N, 1, S, S) network-unit slices with each slice's lesion voxels set to the median of the head voxels
     1-3 px around them (of the lesion's own voxels where there are none); slices without lesion unchanged."""
-    ring = _dilate(lesions, RING_OUTER) & ~_dilate(lesions, RING_INNER) & (images > FOREGROUND_LEVEL)
+    ring = head_ring(images, lesions)
     erased = images.clone()
     for n in torch.nonzero(lesions.flatten(1).any(dim=1)).flatten().tolist():
         around = images[n][ring[n]] if ring[n].any() else images[n][lesions[n]]

@@ -40,7 +40,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 TERMS = ("gan", "cycle", "guide")
-RING = (1, 3)  # px around the lesion, as the benchmark's lesion erasure
 CONTRAST_SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
 
@@ -48,8 +47,8 @@ def lesion_pairs(cohort: Path, image_size: int, mr_standard: bool):
     """(x, twin, lesion, ring, head) over the MR training slices with a lesion: network-unit slices (N, 1, S, S)
     of each lesion case and of its twin, and boolean masks of its lesion, the ring around it and the head."""
     import torch
-    import torch.nn.functional as F
     from duiit.cohort import axial_mask, learn_source_standard, read_case
+    from duiit.erased_lesions import head_ring
     from duiit.manifest import read_manifest
     from duiit.normalisation import apply_normalisation
     from duiit.slices import FOREGROUND_LEVEL, volume_to_slices
@@ -61,9 +60,6 @@ def lesion_pairs(cohort: Path, image_size: int, mr_standard: bool):
     def slices_of(case):
         image, array, spacing, record = read_case(case, standard)
         return image, spacing, volume_to_slices(apply_normalisation(array, record), image_size, spacing)
-
-    def dilate(mask, radius):
-        return F.max_pool2d(mask.float(), 2 * radius + 1, stride=1, padding=radius) > 0
 
     parts = []
     for case in source:
@@ -78,7 +74,7 @@ def lesion_pairs(cohort: Path, image_size: int, mr_standard: bool):
         twin_x = slices_of(twin)[2]
         x, twin_x, lesion = x[present], twin_x[present], lesion[present]
         head = x > FOREGROUND_LEVEL
-        ring = dilate(lesion, RING[1]) & ~dilate(lesion, RING[0]) & head  # as duiit.lesion_inversion.ring
+        ring = head_ring(x, lesion)
         parts.append((x, twin_x, lesion, ring, head))
     if not parts:
         raise SystemExit(f"guidance_push: {cohort / 'manifest.csv'} has no MR training lesion case with a twin "
