@@ -82,6 +82,7 @@ class DUIITTrainParameterNode:
     guidePretrain: Annotated[int, WithinRange(0, 1000000)] = 0
     guideInvertedLesions: bool = False
     guideErasedLesions: bool = False
+    predictorErasedLesions: bool = False
     device: Annotated[str, Choice(["auto", "cpu", "cuda"])] = "auto"
     outputFolder: pathlib.Path
     seriesSelection: str = ""
@@ -373,7 +374,7 @@ class DUIITTrainWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             predictor_augment=node.predictorAugment, guide_predictor=node.guidePredictor,
             guide_classes=node.guideClasses, guide_pretrain=node.guidePretrain,
             guide_inverted_lesions=node.guideInvertedLesions, guide_erased_lesions=node.guideErasedLesions,
-            device=node.device)
+            predictor_erased_lesions=node.predictorErasedLesions, device=node.device)
 
     def updateButtons(self, caller=None, event=None) -> None:
         running = self.worker is not None and self.worker.is_running

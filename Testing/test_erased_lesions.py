@@ -94,3 +94,38 @@ def test_erased_lesions_need_duiit_a_classification_and_masked_source_lesions(co
                          "source_train": dataclasses.replace(source, lesions=None)})
     with pytest.raises(DuiitError, match="no source training case has a lesion mask"):
         trainer_for(unmasked)
+
+
+def recorded_predictor_batches(trainer):
+    """(extra images, extra labels) of each joint predictor step of a run."""
+    batches = []
+    original = trainer.predictor_step
+
+    def recording(target, target_labels, extra=None, extra_labels=None, extra_weights=None, **kwargs):
+        if kwargs.get("name", "predictor") == "predictor":
+            batches.append((extra, extra_labels))
+        return original(target, target_labels, extra, extra_labels, extra_weights, **kwargs)
+
+    trainer.predictor_step = recording
+    trainer.run()
+    return batches
+
+
+def test_with_predictor_erased_lesions_the_predictor_learns_each_erased_translation_as_background(cohort):
+    lesion, background = (cohort.label_names.index(n) for n in ("lesion", BACKGROUND_LABEL))
+    plain = recorded_predictor_batches(trainer_for(cohort))
+    counterfactual = recorded_predictor_batches(trainer_for(cohort, predictor_erased_lesions=True))
+    assert len(plain) == len(counterfactual) > 0
+    grew = 0
+    for (images, labels), (images_cf, labels_cf) in zip(plain, counterfactual):
+        n, lesions = len(labels), int((labels == lesion).sum())  # the same seed draws the same batches
+        assert torch.equal(labels_cf[:n], labels) and len(labels_cf) == n + lesions  # one per lesion slice
+        assert (labels_cf[n:] == background).all()
+        assert not images_cf.requires_grad  # C's own step: its loss on them does not reach G here
+        grew += lesions
+    assert grew > 0, "no batch held a lesion slice"
+
+
+def test_predictor_erased_lesions_need_the_guide_s_counterfactual(cohort):
+    with pytest.raises(DuiitError, match="--predictor-erased-lesions .* give both"):
+        trainer_for(cohort, guide_erased_lesions=False, predictor_erased_lesions=True)

@@ -187,19 +187,20 @@ def test_guidance_settings_reach_duiit_train_and_bad_combinations_are_refused_be
     settings = TrainSettings(output_folder=str(tmp_path))
     parsed = build_parser().parse_args(["train", *train_arguments(settings)])
     assert (parsed.guide_predictor, parsed.guide_classes, parsed.guide_pretrain) == ("joint", "", 0)
-    assert not parsed.guide_inverted_lesions and not parsed.guide_erased_lesions  # the panel's defaults: duiit train's
+    assert not (parsed.guide_inverted_lesions or parsed.guide_erased_lesions or parsed.predictor_erased_lesions)
     settings.guide_predictor, settings.guide_classes, settings.guide_pretrain = "target", " lesion ", 2000
-    settings.guide_inverted_lesions = settings.guide_erased_lesions = True
+    settings.guide_inverted_lesions = settings.guide_erased_lesions = settings.predictor_erased_lesions = True
     settings.check()
     parsed = build_parser().parse_args(["train", *train_arguments(settings)])
     assert (parsed.guide_predictor, parsed.guide_classes, parsed.guide_pretrain) == ("target", "lesion", 2000)
-    assert parsed.guide_inverted_lesions and parsed.guide_erased_lesions
+    assert parsed.guide_inverted_lesions and parsed.guide_erased_lesions and parsed.predictor_erased_lesions
     refused = [(dict(guide_pretrain=500), "--guide-pretrain 500 trains the target guide"),
                (dict(guide_predictor="target", guide_pretrain=500, method="cyclegan"), "not cyclegan"),
                (dict(guide_inverted_lesions=True), "--guide-inverted-lesions teaches the target guide"),
                (dict(guide_predictor="target", guide_inverted_lesions=True, task="regression"), "regression"),
                (dict(guide_classes="lesion", task="regression"), "apply to classification"),
                (dict(guide_erased_lesions=True, method="cyclegan"), "--guide-erased-lesions .* not cyclegan"),
+               (dict(predictor_erased_lesions=True), "--predictor-erased-lesions .* give both"),
                (dict(guide_predictor="both"), "guide predictor 'both'")]
     for fields, problem in refused:
         with pytest.raises(DuiitError, match=problem):

@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "translated with its lesion erased (filled from the tissue around it), as background, so "
                         "the translator can satisfy the guide only through what it draws for the lesion, not by "
                         "what it draws on every slice at that level (default: off)")
+    p.add_argument("--predictor-erased-lesions", action="store_true",
+                   help="with --guide-erased-lesions: the predictor also learns those erased translations as "
+                        "background, so that it finds the lesion G draws rather than what G draws on every slice "
+                        "at that level (default: off)")
     p.add_argument("--predictor-augment", action="store_true",
                    help="mirror the predictor's training slices left-right and shift them by up to 1/16 of the image "
                         "at random, so that with few labelled patients it learns what a finding looks like rather "
@@ -208,6 +212,7 @@ def cmd_train(args):
                               guide_predictor=args.guide_predictor, guide_pretrain=args.guide_pretrain,
                               guide_inverted_lesions=args.guide_inverted_lesions,
                               guide_erased_lesions=args.guide_erased_lesions,
+                              predictor_erased_lesions=args.predictor_erased_lesions,
                               predictor_augment=args.predictor_augment, lambda_structure=args.lambda_structure,
                               translator_ema=args.translator_ema, checkpoint_every=args.checkpoint_every,
                               seed=args.seed, mr_standard=not args.no_mr_standard,

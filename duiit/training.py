@@ -247,7 +247,7 @@ class Trainer:
     def generator_loss(self, source, target, source_labels, weight: float, source_weights=None, erased=None):
         """G/F loss; with weight > 0 it includes C's task loss on G(source), whose gradient reaches G
         (per slice weighted by source_weights if given), and on G(erased) as background if given
-        ((erased source slices, their weights or None))."""
+        ((erased source slices, their weights or None)); G(erased) is then out["fake_erased"]."""
         o = self.options
         n = source.shape[0]
         with autocast(self.device):
@@ -255,7 +255,8 @@ class Trainer:
             # instance norm treats each slice alone, so they change nothing for the others
             inputs = source if erased is None else torch.cat([source, erased[0]])
             out = self._ddp("translator")(inputs, target, identity=o.lambda_identity > 0)
-            fake_erased = None if erased is None else (out["fake_target"][n:], erased[1])
+            if erased is not None:
+                out["fake_erased"] = out["fake_target"][n:]
             for key in ("fake_target", "rec_source", "idt_source"):
                 if key in out:
                     out[key] = out[key][:n]
@@ -274,6 +275,7 @@ class Trainer:
                                       + structure_loss(target, out["fake_source"]))
                 total = total + o.lambda_structure * parts["structure"]
             if weight > 0:
+                fake_erased = None if erased is None else (out["fake_erased"], erased[1])
                 parts["task_g"] = self.guidance_loss(out["fake_target"], source_labels, source_weights, fake_erased)
                 total = total + weight * parts["task_g"]
         return total, parts, out
@@ -298,14 +300,18 @@ class Trainer:
             source_weights = None if source_weights is None else source_weights[chosen]
         if erased is not None:
             fake_erased, erased_weights = erased
-            background = torch.full((len(fake_erased),), self.cohort.label_names.index(BACKGROUND_LABEL),
-                                    dtype=source_labels.dtype, device=source_labels.device)
-            fake_target = torch.cat([fake_target, fake_erased])
-            source_labels = torch.cat([source_labels, background])
-            source_weights = None if source_weights is None else torch.cat([source_weights, erased_weights])
+            fake_target, source_labels, source_weights = self._with_background(
+                fake_target, source_labels, source_weights, fake_erased, erased_weights)
         guide = self.predictor if self.guide_predictor is None else self.guide_predictor
         return task_loss(guide(fake_target), source_labels, self.options.task, self.options.task_floor,
                          source_weights)
+
+    def _with_background(self, images, labels, weights, background_images, background_weights):
+        """images, labels and weights (or None) with background_images appended as background slices."""
+        background = torch.full((len(background_images),), self.cohort.label_names.index(BACKGROUND_LABEL),
+                                dtype=labels.dtype, device=labels.device)
+        weights = None if weights is None else torch.cat([weights, background_weights])
+        return torch.cat([images, background_images]), torch.cat([labels, background]), weights
 
     def _guided(self, labels):
         """Which slices of a batch steer G (every slice when no guiding classes are chosen)."""
@@ -359,8 +365,11 @@ class Trainer:
         losses = {k: v.item() for k, v in parts.items()}
         losses["task_weight"] = weight
         if with_predictor:
-            losses.update(self.predictor_step(target, target_labels, out["fake_target"].detach(), source_labels,
-                                              source_weights))
+            extra, extra_labels, extra_weights = out["fake_target"].detach(), source_labels, source_weights
+            if o.predictor_erased_lesions and erased is not None:
+                extra, extra_labels, extra_weights = self._with_background(
+                    extra, extra_labels, extra_weights, out["fake_erased"].detach(), erased[1])
+            losses.update(self.predictor_step(target, target_labels, extra, extra_labels, extra_weights))
             if self.guide_predictor is not None:
                 losses["guide_task_real"] = self.guide_step(target, target_labels)
 

@@ -40,6 +40,7 @@ class TrainingOptions:
     guide_pretrain: int = 0          # steps the target-only guide trains alone before the joint phase
     guide_inverted_lesions: bool = False  # the target guide also learns its lesions drawn inverted, as background
     guide_erased_lesions: bool = False    # G's guide also judges each guided source lesion slice, erased, as background
+    predictor_erased_lesions: bool = False  # with it: C also learns those erased translations as background
     predictor_augment: bool = False  # C's (and the guide's) training slices mirrored and shifted at random
     mr_standard: bool = True         # MR histograms mapped onto the training volumes' (normalisation)
     mr_contrast_jitter: float = MR_CONTRAST_JITTER  # each training MR onto the standard bent by its own gamma
@@ -78,6 +79,10 @@ def check_guide_options(options: TrainingOptions) -> None:
     if options.guide_erased_lesions and (options.method, options.task) != ("duiit", "classification"):
         raise DuiitError("--guide-erased-lesions shows DUIIT's guide source lesions erased, as background: it needs "
                          f"method duiit and a classification task, not {options.method} ({options.task})")
+    # C learns the erased translations the guide's counterfactual makes; without it none are made.
+    if options.predictor_erased_lesions and not options.guide_erased_lesions:
+        raise DuiitError("--predictor-erased-lesions trains the predictor on the translations that "
+                         "--guide-erased-lesions makes: give both")
     # Inverted lesions teach the target guide the lesions' sign; no other predictor trains on them.
     if options.guide_inverted_lesions and (options.method, options.guide_predictor, options.task) != (
             "duiit", "target", "classification"):

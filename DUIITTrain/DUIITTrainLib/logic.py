@@ -44,6 +44,7 @@ class TrainSettings:
     guide_pretrain: int = 0  # steps the target guide learns alone first (--guide-pretrain; 0: off)
     guide_inverted_lesions: bool = False  # the target guide also learns its lesions inverted (--guide-inverted-lesions)
     guide_erased_lesions: bool = False  # the guide also judges source lesions erased (--guide-erased-lesions)
+    predictor_erased_lesions: bool = False  # and the predictor learns them too (--predictor-erased-lesions)
     device: str = "auto"
     extra_args: list = field(default_factory=list)
 
@@ -68,7 +69,8 @@ class TrainSettings:
             method=self.method, task=self.task, guide_predictor=self.guide_predictor,
             guide_classes=self.guide_classes, guide_pretrain=int(self.guide_pretrain),
             guide_inverted_lesions=bool(self.guide_inverted_lesions),
-            guide_erased_lesions=bool(self.guide_erased_lesions)))
+            guide_erased_lesions=bool(self.guide_erased_lesions),
+            predictor_erased_lesions=bool(self.predictor_erased_lesions)))
 
     # Where things go in the output folder.
     @property
@@ -227,6 +229,7 @@ def train_arguments(settings: TrainSettings, resume: bool = False) -> list:
         *(["--guide-pretrain", str(int(settings.guide_pretrain))] if int(settings.guide_pretrain) else []),
         *(["--guide-inverted-lesions"] if settings.guide_inverted_lesions else []),
         *(["--guide-erased-lesions"] if settings.guide_erased_lesions else []),
+        *(["--predictor-erased-lesions"] if settings.predictor_erased_lesions else []),
         "--device", settings.device or "auto",
         "--report", str(settings.report),
         *[str(a) for a in settings.extra_args],

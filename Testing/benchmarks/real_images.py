@@ -260,7 +260,7 @@ def train_one(method: str, seed: int, args, cohort, network, device, work: Path)
     base = {ABLATION: "duiit", FRESH: "duiit"}.get(method, method)
     # the target guide's own training exists in duiit only; the baselines in the same run train without it
     guide = {"guide_pretrain": args.guide_pretrain, "guide_inverted_lesions": args.guide_inverted_lesions,
-             "guide_erased_lesions": args.guide_erased_lesions}
+             "guide_erased_lesions": args.guide_erased_lesions, "predictor_erased_lesions": args.predictor_erased_lesions}
     if base != "duiit":
         guide = {}
     options = TrainingOptions(method=base, task="classification", source="MR", target="CT",
@@ -846,6 +846,8 @@ def _guide_training(settings: dict) -> str:
         text += " (also taught that its training lesions drawn inverted are not lesions)"
     if settings.get("guide_erased_lesions"):
         text += " (also judging G's lesion slices with the MR lesion erased, as none)"
+    if settings.get("predictor_erased_lesions"):
+        text += " (and the predictor learns those erased translations as none too)"
     return text
 
 
@@ -932,6 +934,9 @@ def parse_args(argv=None):
     p.add_argument("--guide-erased-lesions", action="store_true",
                    help="duiit: the guide also judges each guided MR lesion slice translated with its lesion erased, "
                         "as none (default: off)")
+    p.add_argument("--predictor-erased-lesions", action="store_true",
+                   help="duiit with --guide-erased-lesions: the predictor also learns those erased translations as "
+                        "none (default: off)")
     p.add_argument("--lambda-identity", type=float, default=DEFAULTS.lambda_identity,
                    help=f"identity loss weight, times lambda_cycle (default {DEFAULTS.lambda_identity:g})")
     p.add_argument("--lambda-structure", type=float, default=DEFAULTS.lambda_structure,
@@ -1113,6 +1118,7 @@ def run(argv=None) -> dict:
                                "guide_predictor": args.guide_predictor, "guide_pretrain": args.guide_pretrain,
                                "guide_inverted_lesions": args.guide_inverted_lesions,
                                "guide_erased_lesions": args.guide_erased_lesions,
+                               "predictor_erased_lesions": args.predictor_erased_lesions,
                                "predictor_augment": args.predictor_augment,
                                "lambda_structure": args.lambda_structure, "translator_ema": args.translator_ema,
                                "mr_standard": not args.no_mr_standard, "mr_contrast_jitter": args.mr_contrast_jitter,
