@@ -63,6 +63,21 @@ def mr_cohort(tmp_path_factory):
                                 shape=(12, 32, 32))
 
 
+def tiny_network():
+    """The networks of the in-process training tests: TINY's generator, with a small discriminator and predictor."""
+    from duiit.networks import NetworkConfig
+    return NetworkConfig(image_size=32, generator_width=8, generator_blocks=1, discriminator_width=8,
+                         discriminator_layers=2, predictor_width=8, predictor_depth=2)
+
+
+@pytest.fixture(scope="session")
+def cohort(mr_cohort):
+    """mr_cohort as a classification cohort at tiny_network()'s size (split seed 0); read-only for the tests."""
+    from duiit.cohort import build_cohort
+    from duiit.manifest import read_manifest
+    return build_cohort(read_manifest(mr_cohort), "MR", "CT", "classification", tiny_network().image_size, seed=0)
+
+
 @pytest.fixture(scope="session")
 def trained_bundle(mr_cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundle") / "model.duiit"

@@ -6,20 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from duiit.cohort import BACKGROUND_LABEL, build_cohort
+from conftest import tiny_network
+from duiit.cohort import BACKGROUND_LABEL
 from duiit.errors import DuiitError
 from duiit.lesion_inversion import invert_lesions, inverted_lesion_slices, ring
-from duiit.manifest import read_manifest
-from duiit.networks import NetworkConfig
 from duiit.training import Trainer, TrainingOptions
 
-NETWORK = NetworkConfig(image_size=32, generator_width=8, generator_blocks=1, discriminator_width=8,
-                        discriminator_layers=2, predictor_width=8, predictor_depth=2)
-
-
-@pytest.fixture(scope="module")
-def cohort(mr_cohort):
-    return build_cohort(read_manifest(mr_cohort), "MR", "CT", "classification", NETWORK.image_size, seed=0)
+NETWORK = tiny_network()
 
 
 def test_each_slice_s_lesion_is_mirrored_about_the_median_of_its_ring():

@@ -6,27 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_torchrun
+from conftest import ROOT, run_torchrun, tiny_network
 from duiit.checkpoint import load_checkpoint
 from duiit.cohort import SliceSet, build_cohort
 from duiit.errors import DuiitError
 from duiit.head_depth import head_depth
 from duiit.losses import task_loss
 from duiit.manifest import read_manifest
-from duiit.networks import NetworkConfig
 from duiit.normalisation import bend_standard
 from duiit.phantom import write_phantom_cohort
 from duiit.structure import structure_loss
 from duiit.training import Trainer, TrainingOptions, balancing_weights, task_weight
 
-NETWORK = NetworkConfig(image_size=32, generator_width=8, generator_blocks=1, discriminator_width=8,
-                        discriminator_layers=2, predictor_width=8, predictor_depth=2)
+NETWORK = tiny_network()
 DEPTH_NETWORK = dataclasses.replace(NETWORK, discriminator_head_depth=4)
-
-
-@pytest.fixture(scope="module")
-def cohort(mr_cohort):
-    return build_cohort(read_manifest(mr_cohort), "MR", "CT", "classification", NETWORK.image_size, seed=0)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from .errors import DuiitError
-from .training_options import METHODS, TrainingOptions, check_guide_options
+from .training_options import (GUIDE_PREDICTORS, METHODS, SOURCE_MODALITIES, TARGET_MODALITIES, TASKS,
+                               TrainingOptions, check_guide_options)
 from .view_averaging import VIEW_COUNTS
 
 EXIT_ERROR, EXIT_CANCELLED = 2, 130
@@ -27,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", parents=[compute], help="train translator + predictor (or a baseline) and write a model bundle")
     p.add_argument("--manifest", required=True)
-    p.add_argument("--source", choices=["MR", "PT"], required=True)
-    p.add_argument("--target", choices=["CT"], default="CT")
-    p.add_argument("--task", choices=["classification", "regression"], required=True)
+    p.add_argument("--source", choices=SOURCE_MODALITIES, required=True)
+    p.add_argument("--target", choices=TARGET_MODALITIES, default="CT")
+    p.add_argument("--task", choices=TASKS, required=True)
     p.add_argument("--method", choices=METHODS, default="duiit")
     p.add_argument("-o", "--output", required=True, help="the model bundle to write, e.g. model.duiit")
     p.add_argument("--preset", choices=["reference", "small"], default="reference",
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classification: only source slices of these classes (comma-separated, e.g. lesion) "
                         "steer the translator (default: all), so it keeps what the predictor needs without "
                         "wiping the rest")
-    p.add_argument("--guide-predictor", choices=("joint", "target"), default=DEFAULTS.guide_predictor,
+    p.add_argument("--guide-predictor", choices=GUIDE_PREDICTORS, default=DEFAULTS.guide_predictor,
                    help="which predictor steers the translator: joint (default, trained on real and translated "
                         "images, as in the paper) or target (a second one trained on real target images only, "
                         "so the translator cannot invent a code that only the joint predictor reads)")

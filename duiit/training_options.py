@@ -12,6 +12,9 @@ from .normalisation import MR_CONTRAST_JITTER
 GUIDE_PREDICTORS = ("joint", "target")
 
 METHODS = ("duiit", "cyclegan", "naive", "target-only")
+TASKS = ("classification", "regression")
+SOURCE_MODALITIES = ("MR", "PT")
+TARGET_MODALITIES = ("CT",)
 TRANSLATING_METHODS = ("duiit", "cyclegan")  # they train a translator, which learns from unlabelled target too
 
 

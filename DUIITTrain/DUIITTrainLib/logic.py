@@ -10,16 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from duiit.errors import DuiitError
-# METHODS, GUIDE_PREDICTORS: also the panel's choices; torch-free, so the panel can check settings before torch
-# is installed
-from duiit.training_options import (GUIDE_PREDICTORS, METHODS, TRANSLATING_METHODS, TrainingOptions,
-                                    check_guide_options, guide_class_names)
+# METHODS, GUIDE_PREDICTORS, TASKS, the modalities: also the panel's choices; torch-free, so the panel can check
+# settings before torch is installed
+from duiit.training_options import (GUIDE_PREDICTORS, METHODS, SOURCE_MODALITIES, TARGET_MODALITIES, TASKS,
+                                    TRANSLATING_METHODS, TrainingOptions, check_guide_options, guide_class_names)
 
 from .labels import check_labels
 
-TASKS = ("classification", "regression")
-SOURCE_MODALITIES = ("MR", "PT")
-TARGET_MODALITIES = ("CT",)
 PRESETS = ("small", "reference")
 MAX_HEAD_DEPTH = 256  # duiit train --head-depth takes 0..256 rings
 MODEL_NAME = "model.duiit"
