@@ -94,7 +94,8 @@ def test_fidelity_is_in_range(quick):
             for s in stats.values():
                 assert s["mean_hu"] is None or -1100 <= s["mean_hu"] <= 3100
         assert 0 <= record["translated_source_train"]["auc"] <= 1 or record["translated_source_train"]["auc"] is None
-        for key in ("auc_lesions_erased", "twin_auc"):  # lesion_erasure.py: does C see lesions or levels?
+        # lesion_erasure.py: does C see lesions, or only the levels where they can be?
+        for key in ("auc_lesions_erased", "twin_auc", "twin_pair_win"):
             assert record["test"][key] is None or 0.0 <= record["test"][key] <= 1.0
     assert set(run["targets"]) >= {"duiit_auc_above_cyclegan", "duiit_auc_above_target-only",
                                    "duiit_twin_auc_above_cyclegan", "duiit_twin_auc_above_target-only", "all_met"}
@@ -131,7 +132,7 @@ def test_lesion_erasure_tool_repeats_the_slice_auc(quick, quick_work, tmp_path):
         assert row["kept"] is None
     else:
         assert row["kept"] == pytest.approx(recorded, abs=1e-6)  # the results keep 6 digits
-    for key in ("erased", "inverted", "twin_auc"):
+    for key in ("erased", "inverted", "twin_auc", "twin_pair_win"):
         assert row[key] is None or 0.0 <= row[key] <= 1.0
     assert figures["anatomy_auc"] is None or 0.0 <= figures["anatomy_auc"] <= 1.0
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from Testing.benchmarks.lesion_erasure import edit_lesions, visibility
+from Testing.benchmarks.lesion_erasure import edit_lesions, pair_win, visibility
 
 
 def brain_with_a_lesion():
@@ -59,7 +59,7 @@ def slice_sets():
 
 def test_a_predictor_that_sees_lesions_loses_them_when_erased():
     row = visibility(MeanBrightness(), slice_sets(), lesion=0)
-    assert row["kept"] == 1.0 and row["twin_auc"] == 1.0
+    assert row["kept"] == 1.0 and row["twin_auc"] == 1.0 and row["twin_pair_win"] == 1.0
     assert row["lesion_log_odds"]["erased"] < row["lesion_log_odds"]["kept"]
 
 
@@ -67,3 +67,13 @@ def test_a_predictor_that_sees_the_level_keeps_its_auc_without_lesions():
     row = visibility(SliceNumber(), slice_sets(), lesion=0)
     assert row["kept"] == row["erased"] == row["inverted"] == 1.0
     assert row["twin_auc"] == 0.5  # each lesion slice scores exactly as its erased twin
+    assert row["twin_pair_win"] == 0.5  # ties count one half
+
+
+def test_the_pair_win_sees_a_lesion_pull_that_the_level_spread_hides():
+    """Each lesion lifts its slice's score a little, less than the levels differ: the pooled twin AUC stays
+    near one half, while every slice beats its own erased twin."""
+    kept, erased = np.array([3.1, 2.1, 1.1, 0.1]), np.array([3.0, 2.0, 1.0, 0.0])
+    assert pair_win(kept, erased) == 1.0
+    assert pair_win(erased, kept) == 0.0
+    assert pair_win(np.array([]), np.array([])) is None

@@ -11,6 +11,9 @@ is a saved bundle (its predictor) or a training checkpoint (``PATH.ckpt``: its p
   erased          the same, every lesion erased: what the slice's anatomy alone gives
   inverted        the same, every lesion mirrored about its ring's mean (hypodense instead of hyperdense)
   twin AUC        lesion slices against their own erased twins: 0.5 when the predictor does not see lesions
+  pair win        the share of lesion slices that score above their own erased twin (ties one half): the twin
+                  AUC pooled over slices, where a lesion's pull competes with the spread between levels; this
+                  one pits each slice against itself alone, so it says how often a lesion moves the score up
 
 and, once per cohort, the AUC of a model-free score: the slice's area of brain-like CT (5-60 HU), since the
 lesions are placed inside the brain, away from the skull.
@@ -126,15 +129,23 @@ def _auc(scores, positive) -> float | None:
     return None if np.isnan(value) else value
 
 
+def pair_win(kept: np.ndarray, erased: np.ndarray) -> float | None:
+    """The share of slices scoring above their own erased twin, ties one half; None without slices."""
+    if len(kept) == 0:
+        return None
+    return float(np.mean((kept > erased) + 0.5 * (kept == erased)))
+
+
 def visibility(predictor, sets: dict, lesion: int, device="cpu") -> dict:
-    """{variant: slice AUC, "twin_auc", "lesion_log_odds"} of a predictor (on `device`) over `sets`, which
-    hold "kept" and "erased" (and any other variant) as (images, slice labels)."""
+    """{variant: slice AUC, "twin_auc", "twin_pair_win", "lesion_log_odds"} of a predictor (on `device`) over
+    `sets`, which hold "kept" and "erased" (and any other variant) as (images, slice labels)."""
     from Testing.benchmarks.real_images import lesion_scores
     scores = {v: lesion_scores(predictor, images, lesion, device) for v, (images, _) in sets.items()}
     positive = sets["kept"][1] == lesion
     out = {v: _auc(s, positive) for v, s in scores.items()}
     twins = np.concatenate([scores["kept"][positive], scores["erased"][positive]])
     out["twin_auc"] = _auc(twins, np.arange(len(twins)) < positive.sum())
+    out["twin_pair_win"] = pair_win(scores["kept"][positive], scores["erased"][positive])
     out["lesion_log_odds"] = {v: float(s[positive].mean()) if positive.any() else None for v, s in scores.items()}
     return out
 
@@ -154,7 +165,7 @@ def main(argv=None) -> int:
     lesion = label_names.index("lesion")
     figures = {"cohort": str(args.cohort), "anatomy_auc": anatomy_auc(args.cohort), "models": {}}
     print(f"brain-like area alone ({BRAIN_HU[0]:g}-{BRAIN_HU[1]:g} HU): AUC {_fmt(figures['anatomy_auc'])}")
-    print("model | AUC | lesions erased | lesions inverted | twin AUC (with vs without its lesion)")
+    print("model | AUC | lesions erased | lesions inverted | twin AUC (with vs without its lesion) | pair win")
     sets_by_size = {}
     with tempfile.TemporaryDirectory(prefix="duiit-erasure-") as scratch:
         for spec in args.models:
@@ -164,7 +175,7 @@ def main(argv=None) -> int:
                                                            Path(scratch) / str(size)) for v in VARIANTS}
             row = figures["models"][spec] = visibility(predictor, sets_by_size[size], lesion)
             print(f"{spec} | {_fmt(row['kept'])} | {_fmt(row['erased'])} | {_fmt(row['inverted'])} | "
-                  f"{_fmt(row['twin_auc'])}", flush=True)
+                  f"{_fmt(row['twin_auc'])} | {_fmt(row['twin_pair_win'])}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
     return 0

@@ -356,7 +356,7 @@ def lesion_visibility(predictor, args, cohort, network, device) -> dict:
             args.twin_sets = {v: edited_test_split(args.manifest_path.parent, v, network.image_size,
                                                    cohort.label_names, Path(scratch)) for v in ("kept", "erased")}
     row = visibility(predictor, args.twin_sets, cohort.label_names.index("lesion"), device)
-    return {"auc_lesions_erased": row["erased"], "twin_auc": row["twin_auc"]}
+    return {"auc_lesions_erased": row["erased"], "twin_auc": row["twin_auc"], "twin_pair_win": row["twin_pair_win"]}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -610,7 +610,7 @@ def aggregate_run(records: list, methods: list) -> dict:
             continue
         entry = {k: mean_std([r["test"].get(k) for r in rows])
                  for k in ("auc", "auc_probability", "accuracy", "balanced_accuracy", "volume_auc",
-                           "auc_lesions_erased", "twin_auc")}
+                           "auc_lesions_erased", "twin_auc", "twin_pair_win")}
         entry["train_seconds"] = mean_std([r["train_seconds"] for r in rows])
         if rows[0].get("translated_source_train"):
             entry["auc_on_translated_mr_train"] = mean_std([r["translated_source_train"]["auc"] for r in rows])
@@ -823,7 +823,9 @@ def _render_run(n: int, run: dict) -> list:
             if words:
                 out += ["Targets (issue 4): " + "; ".join(words) + ".", ""]
         twins = any("twin_auc" in r["test"] for r in run["records"])
-        out += [f"Per seed (slice AUC / accuracy on the real-CT test split{'; twin: the twin AUC' if twins else ''}):", "",
+        pairs = any("twin_pair_win" in r["test"] for r in run["records"])
+        out += [f"Per seed (slice AUC / accuracy on the real-CT test split{'; twin: the twin AUC' if twins else ''}"
+                f"{'; pair: the share of lesion slices scoring above their own erased twin' if pairs else ''}):", "",
                 "| method | " + " | ".join(f"seed {sd}" for sd in run["settings"]["seeds"]) + " |",
                 "|---|" + "---|" * len(run["settings"]["seeds"])]
         for method in s:
@@ -832,6 +834,7 @@ def _render_run(n: int, run: dict) -> list:
                 r = next((r for r in run["records"] if r["method"] == method and r["seed"] == seed), None)
                 cells.append("–" if r is None else f"{_num(r['test']['auc'])} / {_num(r['test']['accuracy'])}"
                              + (f" / twin {_num(r['test']['twin_auc'])}" if "twin_auc" in r["test"] else "")
+                             + (f" / pair {_num(r['test']['twin_pair_win'])}" if "twin_pair_win" in r["test"] else "")
                              + (f" (MAE {r['fidelity']['paired_simulated_mr']['mean']['mae_hu']:.0f} HU)"
                                 if r.get("fidelity") and r["fidelity"]["paired_simulated_mr"]["mean"] else ""))
             out.append(f"| {method} | " + " | ".join(cells) + " |")
