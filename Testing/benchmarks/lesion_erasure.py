@@ -11,9 +11,8 @@ is a saved bundle (its predictor) or a training checkpoint (``PATH.ckpt``: its p
   erased          the same, every lesion erased: what the slice's anatomy alone gives
   inverted        the same, every lesion mirrored about its ring's mean (hypodense instead of hyperdense)
   twin AUC        lesion slices against their own erased twins: 0.5 when the predictor does not see lesions
-  pair win        the share of lesion slices that score above their own erased twin (ties one half): the twin
-                  AUC pooled over slices, where a lesion's pull competes with the spread between levels; this
-                  one pits each slice against itself alone, so it says how often a lesion moves the score up
+  pair win        the share of lesion slices that score above their own erased twin (ties one half); unlike
+                  the twin AUC it never compares slices of different levels
 
 and, once per cohort, the AUC of a model-free score: the slice's area of brain-like CT (5-60 HU), since the
 lesions are placed inside the brain, away from the skull.
